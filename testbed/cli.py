@@ -1,0 +1,155 @@
+"""The `testbed` command: run scenarios, build images, check the host."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from testbed.errors import ScenarioError, TestbedError
+from testbed.images import LocalKernel, ensure_image
+from testbed.plan import plan_machines
+from testbed.qemu_argv import LaunchFiles, build_argv
+from testbed.qemu_host import inspect_qemu
+from testbed.report import RunReport
+from testbed.runner import RunOptions, run_scenario
+from testbed.scenario import load_scenario
+
+
+def _variables(pairs: list[str]) -> dict[str, object]:
+    out: dict[str, object] = {}
+    for item in pairs:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ScenarioError("--set", item, "expected NAME=VALUE")
+        try:
+            out[key] = json.loads(value)  # numbers and booleans stay typed for jinja
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
+def _local_kernel(args: argparse.Namespace) -> LocalKernel | None:
+    if args.kernel is None and args.modules is None:
+        return None
+    if args.kernel is None or args.modules is None:
+        raise TestbedError("--kernel and --modules go together (a bzImage and its /lib/modules/<release>)")
+    return LocalKernel(Path(args.kernel).resolve(), Path(args.modules).resolve())
+
+
+def _add_machine_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--qemu", help="QEMU binary (default: qemu-system-x86_64 on PATH, or $TESTBED_QEMU)")
+    p.add_argument("--accel", default="auto", choices=["auto", "tcg", "kvm"],
+                   help="auto uses KVM only where a probe boot shows it works (default: auto)")
+    p.add_argument("--kernel", help="guest bzImage to use instead of the Debian kernel")
+    p.add_argument("--modules", help="its modules directory (/lib/modules/<release>)")
+
+
+def _print_report(console: Console, report: RunReport) -> None:
+    table = Table(title=f"{report.scenario}: {'PASSED' if report.passed else 'FAILED'} in {report.duration_s:.1f}s")
+    for col in ("#", "step", "ok", "start s", "end s", "error"):
+        table.add_column(col)
+    for s in report.steps:
+        table.add_row(str(s.index), s.action, "yes" if s.ok else "NO", f"{s.started_s:.2f}",
+                      f"{s.ended_s:.2f}" if s.ended_s is not None else "-", (s.error or "")[:300])
+    console.print(table)
+    for vm, info in report.vms.items():
+        t = Table(title=f"{vm} netdevs")
+        for col in ("name", "role", "driver", "master", "mac", "perm_addr", "operstate"):
+            t.add_column(col)
+        for n in info.netdevs:
+            t.add_row(*(str(n.get(c) or "-") for c in ("name", "role", "driver", "master", "mac",
+                                                       "perm_addr", "operstate")))
+        console.print(t)
+    if report.error:
+        console.print(f"[red]error:[/red] {report.error}")
+    console.print(f"artifacts: {report.artifacts_dir}")
+
+
+def cmd_run(args: argparse.Namespace, console: Console) -> int:
+    scenario = load_scenario(args.scenario, _variables(args.set))
+    if args.dry_run:
+        qemu = args.qemu or "qemu-system-x86_64"
+        for plan in plan_machines(scenario):
+            files = LaunchFiles(Path("<kernel>"), Path("<initrd>"), Path(f"<artifacts>/{plan.name}/serial.log"), 3)
+            print(f"# {plan.name}")
+            print(shlex.join(build_argv(qemu, plan, files, args.accel if args.accel != "auto" else "tcg")))
+        return 0
+    artifacts = Path(args.artifacts or f"testbed-artifacts/{scenario.name}-{time.strftime('%Y%m%d-%H%M%S')}")
+    options = RunOptions(artifacts_dir=artifacts.resolve(), qemu=args.qemu, accel=args.accel,
+                         local_kernel=_local_kernel(args), timeout_scale=args.timeout_scale,
+                         scenario_file=str(args.scenario))
+    log = (lambda msg: None) if args.quiet else (lambda msg: console.log(msg))
+    report = run_scenario(scenario, options, log=log)
+    report.write(artifacts / "report.json")
+    if args.report:
+        report.write(Path(args.report))
+    if not args.quiet or not report.passed:
+        _print_report(console, report)
+    return 0 if report.passed else 1
+
+
+def cmd_images(args: argparse.Namespace, console: Console) -> int:
+    started = time.monotonic()
+    image = ensure_image(local_kernel=_local_kernel(args), log=lambda m: console.log(m))
+    console.print(f"{image.directory} (kernel {image.kernel_release}, initrd "
+                  f"{image.manifest['initrd_bytes'] / 1e6:.1f} MB) in {time.monotonic() - started:.1f}s")
+    return 0
+
+
+def cmd_check_host(args: argparse.Namespace, console: Console) -> int:
+    qemu = inspect_qemu(args.qemu).require()
+    console.print(f"{qemu.path}: {qemu.version_text}; igb, e1000e, pcie-root-port: present")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="testbed", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run a scenario file")
+    run.add_argument("scenario", type=Path)
+    run.add_argument("--report", help="also write the JSON report here")
+    run.add_argument("--artifacts", help="artifacts directory (default: testbed-artifacts/<scenario>-<time>)")
+    run.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                     help="template variable for the scenario (repeatable)")
+    run.add_argument("--dry-run", action="store_true", help="print the QEMU command lines; start nothing")
+    run.add_argument("--timeout-scale", type=float, default=1.0, help="multiply every step timeout")
+    run.add_argument("--quiet", action="store_true", help="print only failures")
+    _add_machine_options(run)
+    run.set_defaults(func=cmd_run)
+    images = sub.add_parser("images", help="guest images")
+    images_sub = images.add_subparsers(dest="images_command", required=True)
+    build = images_sub.add_parser("build", help="build (or find cached) the guest image")
+    build.add_argument("--kernel")
+    build.add_argument("--modules")
+    build.set_defaults(func=cmd_images)
+    check = sub.add_parser("check-host", help="check that QEMU can run the testbed")
+    check.add_argument("--qemu")
+    check.set_defaults(func=cmd_check_host)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    console = Console(stderr=True)
+    try:
+        return args.func(args, console)
+    except ScenarioError as e:
+        console.print(f"[red]invalid scenario:[/red] {e}")
+        return 2
+    except TestbedError as e:
+        console.print(f"[red]error:[/red] {e}")
+        return 1
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted; everything was shut down[/yellow]")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,65 @@
+"""Whether the guest's netdevs show a failover pair as expected. Pure: facts in, problems out."""
+
+from __future__ import annotations
+
+from testbed.guest_probe import Netdev, Role, describe
+from testbed.plan import PairPlan
+from testbed.scenario import Expectation
+
+
+def default_expectation(pair: PairPlan) -> Expectation:
+    """What a correct guest shows for this pair once it has settled."""
+    standby = pair.pair.standby
+    if not standby.failover or standby.legacy_virtio:
+        return Expectation.NO_FAILOVER
+    return Expectation.PAIRED if pair.primary else Expectation.STANDBY_ONLY
+
+
+def pair_problems(netdevs: list[Netdev], pair: PairPlan, expect: Expectation) -> list[str]:
+    """Everything that differs from the expectation; empty means the check passes."""
+    mac = pair.pair.mac
+    name = pair.pair.name
+    masters = [n for n in netdevs if n.role == Role.FAILOVER and n.mac == mac]
+    problems: list[str] = []
+    if expect == Expectation.NO_FAILOVER:
+        if masters:
+            problems.append(f"pair {name}: expected no failover master for {mac}, found {masters[0].name}")
+        plain = [n for n in netdevs if n.mac == mac and n.driver == "virtio_net" and n.master is None]
+        if len(plain) != 1:
+            problems.append(f"pair {name}: expected one plain virtio_net netdev with MAC {mac}, found {len(plain)}")
+        return problems
+
+    if len(masters) != 1:
+        return [f"pair {name}: expected one failover master with MAC {mac}, found {len(masters)}"]
+    master = masters[0]
+    if master.driver != "net_failover":
+        problems.append(f"pair {name}: master {master.name} has driver {master.driver}, not net_failover")
+    standbys = [n for n in netdevs if n.role == Role.STANDBY and n.master == master.name]
+    primaries = [n for n in netdevs if n.role == Role.PRIMARY and n.master == master.name]
+    if len(standbys) != 1:
+        problems.append(f"pair {name}: expected one standby enslaved to {master.name}, found {len(standbys)}")
+    else:
+        sby = standbys[0]
+        if sby.name != master.name + "nsby":
+            problems.append(f"pair {name}: standby is named {sby.name}, expected {master.name}nsby")
+        if sby.driver != "virtio_net":
+            problems.append(f"pair {name}: standby {sby.name} has driver {sby.driver}, not virtio_net")
+        if sby.perm_addr != mac:
+            problems.append(f"pair {name}: standby {sby.name} has permanent MAC {sby.perm_addr}, not {mac}")
+    if expect == Expectation.PAIRED:
+        if len(primaries) != 1:
+            problems.append(f"pair {name}: expected one primary enslaved to {master.name}, found {len(primaries)}")
+        else:
+            pri = primaries[0]
+            want = pair.guest_primary_driver
+            if pri.driver != want:
+                problems.append(f"pair {name}: primary {pri.name} has driver {pri.driver}, expected {want}")
+            if pri.perm_addr != mac:
+                problems.append(f"pair {name}: primary {pri.name} has permanent MAC {pri.perm_addr}, not {mac}")
+    elif primaries:
+        problems.append(f"pair {name}: expected no primary, found {primaries[0].name} ({primaries[0].driver})")
+    return problems
+
+
+def explain(problems: list[str], netdevs: list[Netdev]) -> str:
+    return "; ".join(problems) + f". Guest netdevs: {describe(netdevs)}"

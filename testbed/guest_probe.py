@@ -1,0 +1,67 @@
+"""What the guest's kernel shows: every netdev with its role, derived from facts, never from names."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from enum import StrEnum
+
+from testbed.guest_shell import GuestShell
+
+
+class Role(StrEnum):
+    FAILOVER = "failover"
+    STANDBY = "standby"
+    PRIMARY = "primary"
+    OTHER = "other"
+
+
+@dataclass(frozen=True)
+class Netdev:
+    name: str
+    role: Role
+    driver: str | None
+    master: str | None
+    mac: str
+    perm_addr: str | None
+    operstate: str
+    phys_port_name: str | None
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def _none(value: str) -> str | None:
+    return None if value in ("-", "not set", "") else value
+
+
+def parse_netdevs(text: str) -> list[Netdev]:
+    """Parses the guest's /usr/lib/testbed/netdevs output and assigns roles.
+
+    failover: driver net_failover. standby: enslaved to a failover master and either named port
+    'sby' or driven by virtio_net. primary: any other netdev enslaved to a failover master."""
+    rows = []
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        name, driver, master, mac, perm, oper, ppn = line.split("\t")
+        rows.append((name, _none(driver), _none(master), mac, _none(perm), oper, _none(ppn)))
+    failover_masters = {r[0] for r in rows if r[1] == "net_failover"}
+    out = []
+    for name, driver, master, mac, perm, oper, ppn in rows:
+        if name in failover_masters:
+            role = Role.FAILOVER
+        elif master in failover_masters:
+            role = Role.STANDBY if (ppn == "sby" or driver == "virtio_net") else Role.PRIMARY
+        else:
+            role = Role.OTHER
+        out.append(Netdev(name, role, driver, master, mac, perm, oper, ppn))
+    return out
+
+
+def read_netdevs(shell: GuestShell) -> list[Netdev]:
+    return parse_netdevs(shell.run(["/usr/lib/testbed/netdevs"], timeout=20).stdout)
+
+
+def describe(netdevs: list[Netdev]) -> str:
+    return "; ".join(f"{n.name}[{n.role}, {n.driver}, master={n.master}, mac={n.mac}, perm={n.perm_addr}, "
+                     f"{n.operstate}]" for n in netdevs)

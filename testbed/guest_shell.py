@@ -1,0 +1,93 @@
+"""SSH into a guest with paramiko, over the management NIC, from inside the run's namespace."""
+
+from __future__ import annotations
+
+import shlex
+import socket
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import paramiko
+from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_fixed
+
+from testbed.errors import TestbedError, WaitTimeout
+from testbed.netns import NetworkNamespace
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    argv: list[str]
+    exit_status: int
+    stdout: str
+    stderr: str
+
+
+class GuestShell:
+    def __init__(self, vm: str, netns: NetworkNamespace, port: int, key_file: Path):
+        self.vm = vm
+        self._netns = netns
+        self._port = port
+        self._key = paramiko.Ed25519Key.from_private_key_file(str(key_file))
+        self._client: paramiko.SSHClient | None = None
+
+    def connect(self, timeout: float, alive=lambda: True) -> float:
+        """Retries until the guest's SSH server answers; returns the seconds it took."""
+        started = time.monotonic()
+        last_error: list[BaseException] = []
+
+        def attempt() -> None:
+            if not alive():
+                raise TestbedError(f"{self.vm}: QEMU exited while waiting for SSH")
+            try:
+                self._client = self._open(min(10.0, timeout))
+            except BaseException as e:
+                last_error[:] = [e]
+                raise
+
+        try:
+            for try_ in Retrying(stop=stop_after_delay(timeout), wait=wait_fixed(0.2), reraise=True,
+                                 retry=retry_if_exception_type((OSError, paramiko.SSHException, EOFError))):
+                with try_:
+                    attempt()
+        except (OSError, paramiko.SSHException, EOFError) as e:
+            raise WaitTimeout(f"{self.vm}: waited {timeout}s for SSH on the management NIC; "
+                              f"last error: {type(e).__name__}: {e}") from e
+        return time.monotonic() - started
+
+    def _open(self, timeout: float) -> paramiko.SSHClient:
+        sock = self._netns.connect_tcp("127.0.0.1", self._port, timeout=timeout)
+        client = paramiko.SSHClient()
+        # The guest's host key is made fresh at every boot, on a network only this run can reach.
+        client.set_missing_host_key_policy(paramiko.AutoAddPolicy())
+        try:
+            client.connect("127.0.0.1", port=self._port, username="root", pkey=self._key, sock=sock,
+                           look_for_keys=False, allow_agent=False, timeout=timeout,
+                           banner_timeout=timeout, auth_timeout=timeout)
+        except BaseException:
+            client.close()
+            sock.close()
+            raise
+        return client
+
+    def run(self, argv: list[str] | str, timeout: float = 30, check: bool = True) -> CommandResult:
+        """Runs a command in the guest. argv is quoted for the remote shell; a str is a shell script."""
+        if self._client is None:
+            raise TestbedError(f"{self.vm}: not connected")
+        command = argv if isinstance(argv, str) else shlex.join(argv)
+        try:
+            _, out, err = self._client.exec_command(command, timeout=timeout)
+            stdout = out.read().decode(errors="replace")
+            stderr = err.read().decode(errors="replace")
+            status = out.channel.recv_exit_status()
+        except (socket.timeout, TimeoutError) as e:
+            raise WaitTimeout(f"{self.vm}: {command!r} did not finish within {timeout}s") from e
+        result = CommandResult(argv if isinstance(argv, list) else [argv], status, stdout, stderr)
+        if check and status != 0:
+            raise TestbedError(f"{self.vm}: {command!r} exited {status}: {stderr.strip() or stdout.strip()}")
+        return result
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None

@@ -1,0 +1,370 @@
+"""Guest images: a Debian kernel plus an initramfs built from Debian packages by images/recipe.toml.
+
+An image is cached under a key that hashes the recipe, the guest overlay files and the package
+versions apt resolves for them, so a new kernel upload or a recipe edit builds a new image while an
+unchanged recipe reuses the old one. Builds are serialised per key with a file lock, so concurrent
+pytest workers build an image once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import lzma
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from filelock import FileLock
+from pydantic import BaseModel, ConfigDict
+
+from testbed.cache import cache_root
+from testbed.errors import TestbedError
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_RECIPE = REPO_ROOT / "images" / "recipe.toml"
+KEYRING = "/usr/share/keyrings/debian-archive-keyring.gpg"
+
+
+class ImageRecipe(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    suite: str
+    kernel_package: str
+    extra_suites: list[str] = []
+    packages: list[str]
+    modules: list[str]
+    prune: list[str] = []
+
+    @classmethod
+    def load(cls, path: Path) -> "ImageRecipe":
+        with path.open("rb") as f:
+            return cls.model_validate(tomllib.load(f))
+
+
+@dataclass(frozen=True)
+class LocalKernel:
+    """A kernel the user built: a bzImage and its /lib/modules/<release> directory."""
+
+    bzimage: Path
+    modules_dir: Path
+
+
+@dataclass(frozen=True)
+class GuestImage:
+    directory: Path
+    kernel: Path
+    initrd: Path
+    ssh_key: Path
+    kernel_release: str
+    manifest: dict
+
+    @classmethod
+    def from_directory(cls, directory: Path) -> "GuestImage":
+        manifest = json.loads((directory / "manifest.json").read_text())
+        return cls(directory, directory / "vmlinuz", directory / "initrd.img",
+                   directory / "id_ed25519", manifest["kernel_release"], manifest)
+
+
+def _run(argv: list[str], **kwargs) -> subprocess.CompletedProcess:
+    try:
+        return subprocess.run(argv, check=True, capture_output=True, text=True, **kwargs)
+    except FileNotFoundError as e:
+        raise TestbedError(f"{argv[0]} is not installed; run scripts/setup-host.sh") from e
+    except subprocess.CalledProcessError as e:
+        raise TestbedError(f"{' '.join(argv[:3])}... failed ({e.returncode}): {e.stderr.strip()[-2000:]}") from e
+
+
+def debian_mirror(known: Path | None = None) -> str:
+    """The Debian mirror the host's apt already uses, so builds work behind the same proxy/mirror."""
+    if mirror := os.environ.get("TESTBED_DEBIAN_MIRROR"):
+        return mirror
+    if known and known.exists():
+        return known.read_text().strip()
+    out = _run(["apt-cache", "policy"]).stdout
+    for line in out.splitlines():
+        fields = line.split()
+        if len(fields) >= 3 and fields[1].startswith("http") and fields[2].endswith("/main") \
+                and "security" not in fields[1]:
+            return fields[1]
+    return "http://deb.debian.org/debian"
+
+
+class PrivateApt:
+    """apt-get/apt-cache against the recipe's suites only, independent of the host's sources and pins."""
+
+    def __init__(self, root: Path, mirror: str, suites: list[str]):
+        self.root = root
+        self.mirror = mirror
+        self.suites = suites
+        for d in ("lists/partial", "archives/partial", "prefs.d", "sources.d"):
+            (root / d).mkdir(parents=True, exist_ok=True)
+        (root / "status").touch()
+        self.sources_lines = [f"deb [signed-by={KEYRING}] {mirror} {s} main" for s in suites]
+        (root / "sources.list").write_text("\n".join(self.sources_lines) + "\n")
+
+    def _opts(self) -> list[str]:
+        r = self.root
+        opts = {
+            "Dir::State::Lists": r / "lists", "Dir::State::status": r / "status",
+            "Dir::Cache": r, "Dir::Cache::archives": r / "archives",
+            "Dir::Etc::SourceList": r / "sources.list", "Dir::Etc::SourceParts": r / "sources.d",
+            "Dir::Etc::PreferencesParts": r / "prefs.d", "Dir::Etc::Preferences": r / "prefs",
+            "APT::Architecture": "amd64", "Debug::NoLocking": "1",
+        }
+        if os.geteuid() == 0:
+            opts["APT::Sandbox::User"] = "root"
+        return [a for k, v in opts.items() for a in ("-o", f"{k}={v}")]
+
+    def update(self, max_age_s: float = 24 * 3600) -> None:
+        stamp = self.root / "updated"
+        if stamp.exists() and time.time() - stamp.stat().st_mtime < max_age_s:
+            return
+        _run(["apt-get", *self._opts(), "-qq", "update"])
+        stamp.touch()
+
+    def show(self, package: str) -> dict[str, str]:
+        out = _run(["apt-cache", *self._opts(), "show", "--no-all-versions", package]).stdout
+        fields: dict[str, str] = {}
+        for line in out.splitlines():
+            if ":" in line and not line.startswith(" "):
+                k, v = line.split(":", 1)
+                fields.setdefault(k, v.strip())
+        return fields
+
+    def download(self, package_eq_version: str, dest: Path) -> Path:
+        _run(["apt-get", *self._opts(), "-qq", "download", package_eq_version], cwd=dest)
+        debs = sorted(dest.glob("*.deb"))
+        if len(debs) != 1:
+            raise TestbedError(f"apt-get download {package_eq_version} left {debs} in {dest}")
+        return debs[0]
+
+
+@dataclass
+class ResolvedPackages:
+    versions: dict[str, str]  # package -> version, what the image will contain
+    kernel_image_package: str | None
+
+
+def resolve(recipe: ImageRecipe, apt: PrivateApt, local_kernel: LocalKernel | None) -> ResolvedPackages:
+    """Package versions for the recipe; remembered until the apt lists are next refreshed."""
+    apt.update()
+    question = json.dumps([recipe.packages, recipe.kernel_package, apt.sources_lines, local_kernel is None,
+                           (apt.root / "updated").stat().st_mtime_ns])
+    memo = apt.root / f"resolved-{hashlib.sha256(question.encode()).hexdigest()[:16]}.json"
+    if memo.exists():
+        return ResolvedPackages(**json.loads(memo.read_text()))
+    resolved = _resolve_now(recipe, apt, local_kernel)
+    memo.write_text(json.dumps(resolved.__dict__))
+    return resolved
+
+
+def _resolve_now(recipe: ImageRecipe, apt: PrivateApt, local_kernel: LocalKernel | None) -> ResolvedPackages:
+    versions = {p: apt.show(p)["Version"] for p in recipe.packages}
+    if local_kernel is not None:
+        return ResolvedPackages(versions, None)
+    meta = apt.show(recipe.kernel_package)
+    image_pkg = meta["Depends"].split(",")[0].split()[0]
+    versions[image_pkg] = apt.show(f"{image_pkg}={meta['Version']}")["Version"]
+    return ResolvedPackages(versions, image_pkg)
+
+
+def _hash_tree(h: "hashlib._Hash", root: Path) -> None:
+    for path in sorted(root.rglob("*")):
+        h.update(str(path.relative_to(root)).encode())
+        h.update(oct(path.stat().st_mode).encode())
+        if path.is_file():
+            h.update(path.read_bytes())
+
+
+def image_key(recipe_path: Path, resolved: ResolvedPackages, local_kernel: LocalKernel | None) -> str:
+    h = hashlib.sha256(Path(__file__).read_bytes())  # the builder's own code shapes the image too
+    h.update(recipe_path.read_bytes())
+    _hash_tree(h, recipe_path.parent / "rootfs")
+    h.update(json.dumps(resolved.versions, sort_keys=True).encode())
+    if local_kernel:
+        h.update(local_kernel.bzimage.read_bytes())
+        for ko in sorted(local_kernel.modules_dir.rglob("*")):
+            st = ko.stat()
+            h.update(f"{ko}:{st.st_size}:{st.st_mtime_ns}".encode())
+    return h.hexdigest()[:20]
+
+
+def _module_closure(modules_dir: Path, wanted: list[str]) -> list[str]:
+    """Relative paths of the wanted modules and everything they depend on (per modules.dep)."""
+    deps: dict[str, list[str]] = {}
+    by_name: dict[str, str] = {}
+    for line in (modules_dir / "modules.dep").read_text().splitlines():
+        path, _, rest = line.partition(":")
+        deps[path] = rest.split()
+        name = Path(path).name.split(".ko")[0].replace("-", "_")
+        by_name[name] = path
+    builtin = {Path(l).name.split(".ko")[0].replace("-", "_")
+               for l in (modules_dir / "modules.builtin").read_text().split()}
+    out: list[str] = []
+    todo = []
+    for name in wanted:
+        key = name.replace("-", "_")
+        if key in builtin:
+            continue
+        if key not in by_name:
+            raise TestbedError(f"kernel module {name!r} is neither built in nor in {modules_dir}")
+        todo.append(by_name[key])
+    while todo:
+        path = todo.pop()
+        if path not in out:
+            out.append(path)
+            todo.extend(deps[path])
+    return out
+
+
+def _install_modules(src: Path, dest_root: Path, release: str, wanted: list[str]) -> None:
+    if not (src / "modules.dep").exists():
+        # Debian ships modules.dep from postinst, not in the package.
+        _run(["depmod", "-b", str(src.parent.parent.parent), release])
+    dest = dest_root / "lib" / "modules" / release
+    dest.mkdir(parents=True, exist_ok=True)
+    for rel in _module_closure(src, wanted):
+        target = dest / rel.removesuffix(".xz").removesuffix(".zst").removesuffix(".gz")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        data = (src / rel).read_bytes()
+        # Decompressed here so the slow TCG guest does not run xz on its boot path.
+        target.write_bytes(lzma.decompress(data) if rel.endswith(".xz") else data)
+    for name in ("modules.builtin", "modules.builtin.modinfo", "modules.order"):
+        if (src / name).exists():
+            shutil.copy2(src / name, dest / name)
+    _run(["depmod", "-b", str(dest_root), release])
+
+
+def _busybox_links(tree: Path) -> None:
+    """Symlink busybox applets that no real package in the tree provides."""
+    applets = _run([str(tree / "bin" / "busybox"), "--list-full"]).stdout.split()
+    for applet in applets:
+        link = tree / applet
+        if link.exists() or link.is_symlink():
+            continue
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to("/bin/busybox")
+
+
+def _write_accounts(tree: Path, public_key: str) -> None:
+    etc = tree / "etc"
+    (etc / "passwd").write_text("root:x:0:0:root:/root:/bin/sh\n")
+    (etc / "group").write_text("root:x:0:\n")
+    (etc / "shadow").write_text("root:*:19000:0:99999:7:::\n")
+    (etc / "shells").write_text("/bin/sh\n")
+    ssh = tree / "root" / ".ssh"
+    ssh.mkdir(parents=True, exist_ok=True)
+    ssh.chmod(0o700)
+    (ssh / "authorized_keys").write_text(public_key + "\n")
+    (ssh / "authorized_keys").chmod(0o600)
+    (etc / "dropbear").mkdir(exist_ok=True)
+
+
+def _generate_ssh_key(directory: Path) -> str:
+    key = Ed25519PrivateKey.generate()
+    private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
+                                serialization.NoEncryption())
+    public = key.public_key().public_bytes(serialization.Encoding.OpenSSH,
+                                           serialization.PublicFormat.OpenSSH).decode()
+    (directory / "id_ed25519").write_bytes(private)
+    (directory / "id_ed25519").chmod(0o600)
+    (directory / "id_ed25519.pub").write_text(public + " failover-testbed\n")
+    return public
+
+
+def _pack_initramfs(tree: Path, output: Path) -> None:
+    files = sorted(str(p.relative_to(tree)) for p in tree.rglob("*"))
+    with output.open("wb") as out:
+        cpio = subprocess.Popen(["cpio", "--quiet", "-o", "-H", "newc", "-R", "0:0"], cwd=tree,
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        # The kernel only reads lz4's legacy frame format; lz4 decompresses fastest under TCG.
+        lz4 = subprocess.Popen(["lz4", "-l", "-9", "-q", "-", "-"], stdin=cpio.stdout, stdout=out)
+        assert cpio.stdin and cpio.stdout
+        cpio.stdout.close()
+        cpio.stdin.write(("\n".join(files) + "\n").encode())
+        cpio.stdin.close()
+        if cpio.wait() or lz4.wait():
+            raise TestbedError(f"packing the initramfs failed (cpio {cpio.returncode}, lz4 {lz4.returncode})")
+
+
+def _build(recipe: ImageRecipe, recipe_path: Path, apt: PrivateApt, resolved: ResolvedPackages,
+           local_kernel: LocalKernel | None, work: Path, out: Path) -> None:
+    tree = work / "tree"
+    mode = "root" if os.geteuid() == 0 else "unshare"
+    _run(["mmdebstrap", "--quiet", f"--mode={mode}", "--variant=extract",
+          "--include=" + ",".join(recipe.packages), "--format=directory",
+          recipe.suite, str(tree), *apt.sources_lines])
+    for rel in recipe.prune:
+        p = tree / rel
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p)
+        elif p.exists() or p.is_symlink():
+            p.unlink()
+
+    if local_kernel is None:
+        assert resolved.kernel_image_package
+        version = resolved.versions[resolved.kernel_image_package]
+        kdir = work / "kernel"
+        kdir.mkdir()
+        deb = apt.download(f"{resolved.kernel_image_package}={version}", kdir)
+        _run(["dpkg-deb", "-x", str(deb), str(kdir / "x")])
+        (release,) = [p.name for p in (kdir / "x" / "lib" / "modules").iterdir()]
+        shutil.copy2(kdir / "x" / "boot" / f"vmlinuz-{release}", out / "vmlinuz")
+        modules_src = kdir / "x" / "lib" / "modules" / release
+    else:
+        release = local_kernel.modules_dir.name
+        shutil.copy2(local_kernel.bzimage, out / "vmlinuz")
+        modules_src = local_kernel.modules_dir
+    _install_modules(modules_src, tree, release, recipe.modules)
+
+    shutil.copytree(recipe_path.parent / "rootfs", tree, dirs_exist_ok=True, symlinks=True)
+    for mountpoint in ("proc", "sys", "dev", "run", "tmp", "root"):
+        (tree / mountpoint).mkdir(exist_ok=True)
+    _busybox_links(tree)
+    _write_accounts(tree, _generate_ssh_key(out))
+    _pack_initramfs(tree, out / "initrd.img")
+    manifest = {
+        "kernel_release": release,
+        "packages": resolved.versions,
+        "mirror": apt.mirror,
+        "local_kernel": str(local_kernel.bzimage) if local_kernel else None,
+        "initrd_bytes": (out / "initrd.img").stat().st_size,
+        "built_at": time.time(),
+    }
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+
+
+def ensure_image(recipe_path: Path = DEFAULT_RECIPE, local_kernel: LocalKernel | None = None,
+                 cache: Path | None = None, log=lambda msg: None) -> GuestImage:
+    """Returns the cached image for the recipe, building it first if needed (under a file lock)."""
+    cache = cache or cache_root()
+    recipe = ImageRecipe.load(recipe_path)
+    mirror = debian_mirror(known=cache / "apt" / "mirror")
+    apt = PrivateApt(cache / "apt", mirror, [recipe.suite, *recipe.extra_suites])
+    (apt.root / "mirror").write_text(mirror + "\n")
+    with FileLock(str(cache / "apt.lock"), timeout=600):
+        resolved = resolve(recipe, apt, local_kernel)
+    key = image_key(recipe_path, resolved, local_kernel)
+    final = cache / "images" / key
+    if (final / "manifest.json").exists():
+        return GuestImage.from_directory(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(final) + ".lock", timeout=900):
+        if (final / "manifest.json").exists():
+            return GuestImage.from_directory(final)
+        log(f"building guest image {key}")
+        with tempfile.TemporaryDirectory(dir=final.parent, prefix=f".build-{key}-") as tmp:
+            work = Path(tmp)
+            out = work / "out"
+            out.mkdir()
+            with FileLock(str(cache / "apt.lock"), timeout=600):
+                _build(recipe, recipe_path, apt, resolved, local_kernel, work, out)
+            out.rename(final)
+    return GuestImage.from_directory(final)

@@ -1,0 +1,126 @@
+"""A running QEMU: launched from an argv list inside the run's namespace, driven over QMP, and always
+shut down through the ladder quit -> SIGTERM -> SIGKILL, whatever happened before."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from testbed.clock import RunClock
+from testbed.errors import TestbedError
+from testbed.images import GuestImage
+from testbed.netns import NetworkNamespace
+from testbed.plan import MachinePlan
+from testbed.procutil import spawn
+from testbed.qemu_argv import LaunchFiles, build_argv
+from testbed.qmp_channel import EventLog, QmpChannel
+
+
+@dataclass(frozen=True)
+class MachineArtifacts:
+    directory: Path
+
+    @property
+    def serial_log(self) -> Path:
+        return self.directory / "serial.log"
+
+    @property
+    def qemu_stderr(self) -> Path:
+        return self.directory / "qemu.stderr"
+
+    @property
+    def qmp_events(self) -> Path:
+        return self.directory / "qmp-events.jsonl"
+
+    @property
+    def dmesg(self) -> Path:
+        return self.directory / "dmesg.txt"
+
+    @property
+    def argv(self) -> Path:
+        return self.directory / "qemu-argv.txt"
+
+
+class QemuMachine:
+    def __init__(self, plan: MachinePlan, image: GuestImage, qemu: str, accel: str,
+                 netns: NetworkNamespace, artifacts_dir: Path, clock: RunClock):
+        self.plan = plan
+        self.image = image
+        self.qemu = qemu
+        self.accel = accel
+        self.netns = netns
+        self.clock = clock
+        self.artifacts = MachineArtifacts(artifacts_dir)
+        artifacts_dir.mkdir(parents=True, exist_ok=True)
+        self.events = EventLog(plan.name, self.artifacts.qmp_events)
+        self.qmp = QmpChannel(plan.name, self.events, clock)
+        self.proc: subprocess.Popen | None = None
+        self.launched_at: float | None = None
+
+    @property
+    def name(self) -> str:
+        return self.plan.name
+
+    def argv(self, qmp_fd: int = 3) -> list[str]:
+        files = LaunchFiles(self.image.kernel, self.image.initrd, self.artifacts.serial_log, qmp_fd)
+        return build_argv(self.qemu, self.plan, files, self.accel)
+
+    def launch(self) -> None:
+        """Starts QEMU paused (-S) with QMP connected and every event recorded. On any failure the
+        process is stopped and the error carries QEMU's stderr."""
+        ours, theirs = socket.socketpair()
+        argv = self.argv(theirs.fileno())
+        self.artifacts.argv.write_text("\n".join(argv) + "\n")
+        try:
+            with self.artifacts.qemu_stderr.open("wb") as stderr:
+                self.proc = spawn(self.netns.argv(argv), pass_fds=[theirs.fileno()],
+                                  stdin=subprocess.DEVNULL, stdout=stderr, stderr=stderr)
+            self.launched_at = self.clock.now()
+            theirs.close()
+            self.qmp.connect(ours)
+        except BaseException as e:
+            theirs.close()
+            self.shutdown()
+            if isinstance(e, Exception):
+                raise TestbedError(f"{self.name}: QEMU did not start: {e}\n{self.stderr_tail()}") from e
+            raise
+
+    def cont(self) -> None:
+        self.qmp.execute("cont")
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stderr_tail(self, lines: int = 20) -> str:
+        try:
+            text = self.artifacts.qemu_stderr.read_text(errors="replace")
+        except FileNotFoundError:
+            return "(no QEMU stderr)"
+        return "QEMU stderr:\n" + "\n".join(text.strip().splitlines()[-lines:]) if text.strip() else "(QEMU stderr empty)"
+
+    def shutdown(self, grace_s: float = 5.0) -> None:
+        """QMP quit, then SIGTERM, then SIGKILL; closes QMP and the event log whatever happens."""
+        try:
+            if self.alive():
+                try:
+                    self.qmp.execute("quit", timeout=3)
+                except Exception:
+                    pass  # QEMU may drop the connection before it answers; the wait decides
+                for sig in (None, signal.SIGTERM, signal.SIGKILL):
+                    assert self.proc is not None
+                    if sig is not None:
+                        self.proc.send_signal(sig)
+                    try:
+                        self.proc.wait(timeout=grace_s)
+                        break
+                    except subprocess.TimeoutExpired:
+                        continue
+        finally:
+            self.qmp.close()
+            self.events.close()
+            if self.proc is not None and self.proc.poll() is None:
+                self.proc.kill()
+                self.proc.wait()

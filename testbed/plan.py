@@ -1,0 +1,110 @@
+"""Turns a validated scenario into concrete machines: QEMU ids, taps, MACs, root ports, guest config.
+
+Everything here is derived, pure and deterministic, so the QEMU argv and the network plan can be
+printed (--dry-run) and unit-tested without starting anything.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from testbed.scenario import FailoverPair, PrimaryKind, Scenario, VM
+
+SSH_PORT_BASE = 2200  # hostfwd ports live in the run's private namespace, so fixed numbers are safe
+
+
+@dataclass(frozen=True)
+class NicPlan:
+    device_id: str   # QEMU -device id
+    netdev_id: str   # QEMU -netdev id
+    tap: str         # tap in the run's namespace
+    mac: str
+    root_port: str   # the pcie-root-port it sits on (its own slot, so it can be hot-plugged)
+    driver: str      # QEMU device model
+
+
+@dataclass(frozen=True)
+class PairPlan:
+    pair: FailoverPair
+    standby: NicPlan
+    primary: NicPlan | None
+
+    @property
+    def primary_kind(self) -> PrimaryKind | None:
+        return self.pair.primary.kind if self.pair.primary else None
+
+    @property
+    def guest_primary_driver(self) -> str | None:
+        """The driver the guest binds to the netdev that should become the failover primary."""
+        if self.pair.primary is None:
+            return None
+        if self.pair.primary.kind == PrimaryKind.IGB_VF:
+            return "igbvf"
+        return {"e1000e": "e1000e", "e1000": "e1000", "rtl8139": "8139cp",
+                "virtio-net-pci": "virtio_net"}[self.pair.primary.model]
+
+
+@dataclass(frozen=True)
+class MachinePlan:
+    vm: VM
+    index: int
+    mgmt_mac: str
+    ssh_port: int
+    pairs: list[PairPlan]
+    root_ports: list[str] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return self.vm.name
+
+    @property
+    def nics(self) -> list[NicPlan]:
+        return [n for p in self.pairs for n in (p.standby, p.primary) if n is not None]
+
+    def pair(self, name: str) -> PairPlan:
+        return next(p for p in self.pairs if p.pair.name == name)
+
+    def kernel_cmdline(self) -> list[str]:
+        sriov = [f"{p.primary.mac}/{p.pair.primary.num_vfs}/{p.pair.primary.vf_index}/{p.pair.mac}"
+                 for p in self.pairs if p.primary_kind == PrimaryKind.IGB_VF]
+        addrs = [f"{p.pair.mac}={p.pair.address.with_prefixlen}" for p in self.pairs if p.pair.address]
+        args = ["console=ttyS0", "panic=-1", "quiet", "loglevel=6", f"testbed.hostname={self.name}",
+                f"testbed.mgmt={self.mgmt_mac}"]
+        if sriov:
+            args.append("testbed.sriov=" + ",".join(sriov))
+        if addrs:
+            args.append("testbed.addr=" + ",".join(addrs))
+        return args + list(self.vm.kernel_args)
+
+
+def _derived_mac(prefix: int, vm_index: int, nic_index: int) -> str:
+    # Locally administered (0x02 bit) so they never clash with the 52:54:00 MACs scenarios use.
+    return f"{prefix:02x}:54:00:{vm_index:02x}:{nic_index:02x}:01"
+
+
+def plan_machine(vm: VM, index: int) -> MachinePlan:
+    pairs: list[PairPlan] = []
+    ports: list[str] = []
+    for n, pair in enumerate(vm.pairs):
+        sby_port, pri_port = f"rp{n}s", f"rp{n}p"
+        standby = NicPlan(device_id=f"{pair.name}-sby", netdev_id=f"hn-{pair.name}-sby",
+                          tap=f"t{index}{pair.name}s"[:15], mac=pair.mac, root_port=sby_port,
+                          driver="virtio-net-pci")
+        ports.append(sby_port)
+        primary = None
+        if pair.primary is not None:
+            if pair.primary.kind == PrimaryKind.IGB_VF:
+                mac, driver = _derived_mac(0x06, index, n), "igb"
+            else:
+                mac, driver = pair.mac, pair.primary.model
+            primary = NicPlan(device_id=f"{pair.name}-pri", netdev_id=f"hn-{pair.name}-pri",
+                              tap=f"t{index}{pair.name}p"[:15], mac=mac, root_port=pri_port,
+                              driver=driver)
+            ports.append(pri_port)
+        pairs.append(PairPlan(pair, standby, primary))
+    return MachinePlan(vm=vm, index=index, mgmt_mac=_derived_mac(0x0a, index, 0),
+                       ssh_port=SSH_PORT_BASE + index, pairs=pairs, root_ports=ports)
+
+
+def plan_machines(scenario: Scenario) -> list[MachinePlan]:
+    return [plan_machine(vm, i) for i, vm in enumerate(scenario.vms)]

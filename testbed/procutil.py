@@ -1,0 +1,20 @@
+"""Child processes that die with the testbed, even when it is SIGKILLed."""
+
+from __future__ import annotations
+
+import ctypes
+import signal
+import subprocess
+
+_PR_SET_PDEATHSIG = 1
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _die_with_parent() -> None:
+    # Survives exec (not setuid), so QEMU and the namespace holder go when the testbed goes.
+    _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
+def spawn(argv: list[str], **kwargs) -> subprocess.Popen:
+    """Popen that ties the child's life to this process; argv only, never a shell string."""
+    return subprocess.Popen(argv, preexec_fn=_die_with_parent, **kwargs)

@@ -1,0 +1,86 @@
+"""QEMU command lines, built as argv lists from a MachinePlan. No process is started here."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from testbed.plan import MachinePlan, NicPlan, PairPlan
+from testbed.scenario import PrimaryKind
+
+FIRST_ROOT_PORT_SLOT = 3
+
+
+@dataclass(frozen=True)
+class LaunchFiles:
+    kernel: Path
+    initrd: Path
+    serial_log: Path
+    qmp_fd: int
+
+
+def _opts(driver: str, props: dict[str, object]) -> str:
+    def fmt(v: object) -> str:
+        if isinstance(v, bool):
+            return "on" if v else "off"
+        return str(v).replace(",", ",,")
+    return ",".join([driver, *(f"{k}={fmt(v)}" for k, v in props.items())])
+
+
+def netdev_props(nic: NicPlan) -> dict[str, object]:
+    # vhost is off: this machine has no /dev/vhost-net, and TCG gains little from it anyway.
+    return {"id": nic.netdev_id, "ifname": nic.tap, "script": "no", "downscript": "no", "vhost": False}
+
+
+def standby_props(pair: PairPlan) -> dict[str, object]:
+    nic = pair.standby
+    props: dict[str, object] = {"id": nic.device_id, "netdev": nic.netdev_id, "mac": nic.mac,
+                                "bus": nic.root_port, "romfile": ""}
+    if pair.pair.standby.failover:
+        props["failover"] = True
+    if pair.pair.standby.legacy_virtio:
+        props.update({"disable-legacy": False, "disable-modern": True})
+    return props
+
+
+def primary_props(pair: PairPlan) -> dict[str, object]:
+    """Properties of the primary, shared by -device at launch and device_add on a re-plug."""
+    nic = pair.primary
+    assert nic is not None
+    props: dict[str, object] = {"driver": nic.driver, "id": nic.device_id, "netdev": nic.netdev_id,
+                                "mac": nic.mac, "bus": nic.root_port}
+    if pair.primary_kind == PrimaryKind.PCI:
+        # The option ROM would make migration fail (unknown ramblock on the destination).
+        props["romfile"] = ""
+        props["failover_pair_id"] = pair.standby.device_id
+    return props
+
+
+def build_argv(qemu: str, plan: MachinePlan, files: LaunchFiles, accel: str) -> list[str]:
+    vm = plan.vm
+    argv = [
+        qemu, "-name", f"{vm.name},debug-threads=on",
+        "-machine", "q35", "-accel", accel, "-cpu", "max" if accel == "tcg" else "host",
+        "-smp", str(vm.cpus), "-m", f"{vm.memory_mib}M",
+        "-nodefaults", "-no-user-config", "-display", "none", "-vga", "none", "-no-reboot",
+        "-S",  # paused until the testbed has set link states and attached its event recorder
+        "-kernel", str(files.kernel), "-initrd", str(files.initrd),
+        "-append", " ".join(plan.kernel_cmdline()),
+        "-chardev", f"file,id=serial0,path={files.serial_log}", "-serial", "chardev:serial0",
+        "-chardev", f"socket,id=qmp,fd={files.qmp_fd}", "-mon", "chardev=qmp,mode=control",
+    ]
+    # Management NIC: user-mode networking restricted to the hostfwd for SSH, never the failover pair.
+    argv += ["-netdev", f"user,id=mgmt,restrict=on,hostfwd=tcp:127.0.0.1:{plan.ssh_port}-:22",
+             "-device", _opts("virtio-net-pci", {"netdev": "mgmt", "mac": plan.mgmt_mac,
+                                                 "bus": "pcie.0", "addr": "0x2", "romfile": ""})]
+    for i, port in enumerate(plan.root_ports):
+        argv += ["-device", _opts("pcie-root-port", {"id": port, "bus": "pcie.0", "chassis": i + 1,
+                                                     "addr": hex(FIRST_ROOT_PORT_SLOT + i)})]
+    for pair in plan.pairs:
+        argv += ["-netdev", _opts("tap", netdev_props(pair.standby)),
+                 "-device", _opts("virtio-net-pci", standby_props(pair))]
+        if pair.primary:
+            props = primary_props(pair)
+            argv += ["-netdev", _opts("tap", netdev_props(pair.primary)),
+                     "-device", _opts(str(props.pop("driver")), props)]
+    return argv

@@ -1,0 +1,134 @@
+"""QMP over qemu.qmp, used from synchronous code: one asyncio loop thread serves every machine.
+
+Every event is recorded with the run clock and written to a JSONL artifact as it arrives. Waits look
+at that record from a cursor, so an event that arrived before the wait started (or that a previous
+wait did not want) is never lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import threading
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from qemu.qmp import QMPClient
+from qemu.qmp.events import EventListener
+
+from testbed.clock import RunClock
+from testbed.errors import TestbedError, WaitTimeout
+
+
+class _LoopThread:
+    _instance: "_LoopThread | None" = None
+    _lock = threading.Lock()
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        threading.Thread(target=self.loop.run_forever, name="qmp-loop", daemon=True).start()
+
+    @classmethod
+    def get(cls) -> "_LoopThread":
+        with cls._lock:
+            if cls._instance is None:
+                cls._instance = cls()
+            return cls._instance
+
+    def run(self, coro, timeout: float, what: str) -> Any:
+        future = asyncio.run_coroutine_threadsafe(asyncio.wait_for(coro, timeout), self.loop)
+        try:
+            return future.result(timeout + 1)
+        except (asyncio.TimeoutError, TimeoutError) as e:
+            raise WaitTimeout(f"{what}: no answer within {timeout}s") from e
+
+
+@dataclass(frozen=True)
+class EventRecord:
+    t: float                 # run clock, seconds
+    event: str
+    data: dict[str, Any]
+    qemu_time: float         # QEMU's own timestamp (wall clock)
+    vm: str
+
+
+class EventLog:
+    def __init__(self, vm: str, jsonl: Path):
+        self.vm = vm
+        self._records: list[EventRecord] = []
+        self._cond = threading.Condition()
+        self._file = jsonl.open("a")
+
+    def append(self, record: EventRecord) -> None:
+        with self._cond:
+            self._records.append(record)
+            self._file.write(json.dumps(asdict(record)) + "\n")
+            self._file.flush()
+            self._cond.notify_all()
+
+    def cursor(self) -> int:
+        with self._cond:
+            return len(self._records)
+
+    def records(self) -> list[EventRecord]:
+        with self._cond:
+            return list(self._records)
+
+    def wait_for(self, name: str, timeout: float, since: int = 0,
+                 match: Callable[[dict[str, Any]], bool] = lambda data: True) -> EventRecord:
+        def found() -> EventRecord | None:
+            return next((r for r in self._records[since:] if r.event == name and match(r.data)), None)
+        with self._cond:
+            if not self._cond.wait_for(lambda: found() is not None, timeout):
+                seen = [r.event for r in self._records[since:]] or "nothing"
+                raise WaitTimeout(f"{self.vm}: waited {timeout}s for QMP event {name}; saw {seen}")
+            return found()  # type: ignore[return-value]
+
+    def close(self) -> None:
+        with self._cond:
+            self._file.close()
+
+
+class QmpChannel:
+    def __init__(self, vm: str, events: EventLog, clock: RunClock):
+        self.vm = vm
+        self.events = events
+        self._clock = clock
+        self._client = QMPClient(vm)
+        self._loop = _LoopThread.get()
+        self._pump: asyncio.Task | None = None
+
+    def connect(self, sock: socket.socket, timeout: float = 10) -> None:
+        async def connect() -> None:
+            listener = EventListener()  # every event, registered before QEMU is let run (-S)
+            self._client.register_listener(listener)
+            await self._client.connect(sock)
+            self._pump = asyncio.create_task(self._record(listener))
+        self._loop.run(connect(), timeout, f"{self.vm}: QMP handshake")
+
+    async def _record(self, listener: EventListener) -> None:
+        async for msg in listener:
+            ts = msg.get("timestamp", {})
+            self.events.append(EventRecord(
+                t=round(self._clock.now(), 6), event=msg["event"], data=dict(msg.get("data", {})),
+                qemu_time=ts.get("seconds", 0) + ts.get("microseconds", 0) / 1e6, vm=self.vm))
+
+    def execute(self, cmd: str, args: dict[str, Any] | None = None, timeout: float = 10) -> Any:
+        try:
+            return self._loop.run(self._client.execute(cmd, args), timeout, f"{self.vm}: QMP {cmd}")
+        except WaitTimeout:
+            raise
+        except Exception as e:
+            raise TestbedError(f"{self.vm}: QMP {cmd} {json.dumps(args or {})} failed: {e}") from e
+
+    def close(self) -> None:
+        async def close() -> None:
+            if self._pump:
+                self._pump.cancel()
+            await self._client.disconnect()
+        try:
+            self._loop.run(close(), 5, f"{self.vm}: QMP disconnect")
+        except Exception:
+            pass  # QEMU is going away anyway; the ladder in machine.py makes sure of it

@@ -1,0 +1,149 @@
+"""Runs a scenario: image, namespace and network first, then the steps, then a report. Teardown always
+runs: every QEMU goes through its shutdown ladder and the namespace (with its taps and bridge) goes
+with its holder, after a failure, a timeout or Ctrl-C alike."""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from testbed.clock import RunClock
+from testbed.errors import TestbedError
+from testbed.guest_probe import read_netdevs
+from testbed.guest_shell import GuestShell
+from testbed.images import GuestImage, LocalKernel, ensure_image
+from testbed.machine import QemuMachine
+from testbed.netns import NetworkNamespace
+from testbed.network import NetworkPlan
+from testbed.plan import MachinePlan, plan_machines
+from testbed.qemu_host import QemuBinary, choose_accel, inspect_qemu
+from testbed.report import HostInfo, RunReport, StepRecord, VmReport
+from testbed.scenario import Scenario
+
+
+@dataclass
+class RunOptions:
+    artifacts_dir: Path
+    qemu: str | None = None
+    accel: str = "auto"
+    local_kernel: LocalKernel | None = None
+    timeout_scale: float = 1.0
+    scenario_file: str = ""
+
+
+Log = Callable[[str], None]
+
+
+@dataclass
+class RunContext:
+    """The live parts of a run, handed to every step."""
+    scenario: Scenario
+    plans: dict[str, MachinePlan]
+    image: GuestImage
+    qemu: QemuBinary
+    accel: str
+    netns: NetworkNamespace
+    clock: RunClock
+    options: RunOptions
+    report: RunReport
+    log: Log
+    machines: dict[str, QemuMachine] = field(default_factory=dict)
+    shells: dict[str, GuestShell] = field(default_factory=dict)
+
+    def timeout(self, seconds: float) -> float:
+        return seconds * self.options.timeout_scale
+
+    def machine(self, name: str) -> QemuMachine:
+        if name not in self.machines or not self.machines[name].alive():
+            raise TestbedError(f"VM {name} is not running")
+        return self.machines[name]
+
+    def shell(self, name: str) -> GuestShell:
+        if name not in self.shells:
+            raise TestbedError(f"VM {name} has no SSH session (was it booted?)")
+        return self.shells[name]
+
+    def start_machine(self, name: str) -> QemuMachine:
+        machine = QemuMachine(self.plans[name], self.image, self.qemu.path, self.accel, self.netns,
+                              self.options.artifacts_dir / name, self.clock)
+        self.machines[name] = machine
+        vm_report = self.report.vms.setdefault(name, VmReport())
+        vm_report.artifacts = {k: str(getattr(machine.artifacts, k)) for k in
+                               ("serial_log", "qemu_stderr", "qmp_events", "dmesg", "argv")}
+        machine.launch()
+        for pair in self.plans[name].pairs:
+            if pair.pair.standby.link == "down":
+                machine.qmp.execute("set_link", {"name": pair.standby.device_id, "up": False})
+        machine.cont()
+        return machine
+
+    def teardown(self) -> None:
+        for name, shell in list(self.shells.items()):
+            machine = self.machines.get(name)
+            with contextlib.suppress(Exception):
+                if machine and machine.alive():
+                    machine.artifacts.dmesg.write_text(shell.run(["dmesg"], timeout=10).stdout)
+                    self.report.vms[name].netdevs = [n.as_dict() for n in read_netdevs(shell)]
+            shell.close()
+        for machine in self.machines.values():
+            machine.shutdown()
+
+
+def _sigterm_as_interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def run_scenario(scenario: Scenario, options: RunOptions, log: Log = lambda msg: None) -> RunReport:
+    from testbed.steps import run_step  # steps import RunContext from here
+
+    clock = RunClock()
+    options.artifacts_dir.mkdir(parents=True, exist_ok=True)
+    report = RunReport(scenario=scenario.name, scenario_file=options.scenario_file,
+                       artifacts_dir=str(options.artifacts_dir))
+    previous_sigterm = signal.signal(signal.SIGTERM, _sigterm_as_interrupt) \
+        if _in_main_thread() else None
+    try:
+        with contextlib.ExitStack() as stack:
+            qemu = inspect_qemu(options.qemu).require()
+            image = ensure_image(local_kernel=options.local_kernel, log=log)
+            accel = choose_accel(options.accel, qemu, image.kernel, log=log)
+            report.host = HostInfo(qemu_version=qemu.version_text, qemu_path=qemu.path, accel=accel,
+                                   guest_kernel=image.kernel_release, image=image.directory.name)
+            plans = {p.name: p for p in plan_machines(scenario)}
+            netns = NetworkNamespace.create()
+            stack.callback(netns.close)
+            NetworkPlan.for_machines(list(plans.values())).apply(netns)
+            ctx = RunContext(scenario, plans, image, qemu, accel, netns, clock, options, report, log)
+            stack.callback(ctx.teardown)
+            for index, step in enumerate(scenario.steps):
+                record = StepRecord(index=index, action=step.action, started_s=round(clock.now(), 3))
+                report.steps.append(record)
+                log(f"step {index}: {step.action}")
+                try:
+                    record.details = run_step(ctx, step) or {}
+                    record.ok = True
+                except TestbedError as e:
+                    record.error = str(e)
+                    log(f"step {index} ({step.action}) failed: {e}")
+                    break
+                finally:
+                    record.ended_s = round(clock.now(), 3)
+        report.passed = len(report.steps) == len(scenario.steps) and all(s.ok for s in report.steps)
+    except KeyboardInterrupt:
+        report.error = "interrupted"
+        raise
+    except TestbedError as e:
+        report.error = str(e)
+    finally:
+        report.duration_s = round(clock.now(), 3)
+        if previous_sigterm is not None:
+            signal.signal(signal.SIGTERM, previous_sigterm)
+    return report
+
+
+def _in_main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
