@@ -138,6 +138,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     console = Console(stderr=True)
+    if not console.is_terminal:
+        console = Console(stderr=True, width=200)  # logs and CI: never truncate names and MACs
     try:
         return args.func(args, console)
     except ScenarioError as e:

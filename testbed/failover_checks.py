@@ -56,6 +56,9 @@ def pair_problems(netdevs: list[Netdev], pair: PairPlan, expect: Expectation) ->
                 problems.append(f"pair {name}: primary {pri.name} has driver {pri.driver}, expected {want}")
             if pri.perm_addr != mac:
                 problems.append(f"pair {name}: primary {pri.name} has permanent MAC {pri.perm_addr}, not {mac}")
+            if pri.operstate != "up":
+                # net_failover only transmits on a primary that is up and running
+                problems.append(f"pair {name}: primary {pri.name} is {pri.operstate}, not up")
     elif primaries:
         problems.append(f"pair {name}: expected no primary, found {primaries[0].name} ({primaries[0].driver})")
     return problems

@@ -44,6 +44,11 @@ class NetworkNamespace:
     def pid(self) -> int:
         return self._holder.pid
 
+    @property
+    def inode(self) -> int:
+        """Identifies the namespace: a process is in it iff its /proc/PID/ns/net has this inode."""
+        return os.stat(f"/proc/{self.pid}/ns/net").st_ino
+
     def argv(self, argv: list[str]) -> list[str]:
         """argv prefixed so that it runs inside the namespace."""
         enter = ["nsenter", f"--target={self.pid}", "--net"]

@@ -116,6 +116,7 @@ def run_scenario(scenario: Scenario, options: RunOptions, log: Log = lambda msg:
             plans = {p.name: p for p in plan_machines(scenario)}
             netns = NetworkNamespace.create()
             stack.callback(netns.close)
+            (options.artifacts_dir / "netns-inode").write_text(f"{netns.inode}\n")
             NetworkPlan.for_machines(list(plans.values())).apply(netns)
             ctx = RunContext(scenario, plans, image, qemu, accel, netns, clock, options, report, log)
             stack.callback(ctx.teardown)

@@ -1,0 +1,41 @@
+"""Repository-level pytest set-up. The plugin itself is testbed.pytest_plugin (a pytest11 entry point).
+
+After the whole session, no QEMU started under this session's temporary directory may still run and
+no network namespace created during the session may remain: otherwise the session fails."""
+
+import os
+from pathlib import Path
+
+import pytest
+
+from testbed.leftovers import qemu_processes
+
+
+def _net_namespaces() -> set[int]:
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                found.add(os.stat(entry / "ns" / "net").st_ino)
+            except OSError:
+                pass
+    return found
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    session.config._testbed_netns_before = _net_namespaces()  # type: ignore[attr-defined]
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        return  # the controller checks once all workers are done
+    base = str(session.config._tmp_path_factory.getbasetemp().parent)  # type: ignore[attr-defined]
+    left = [f"QEMU pid {pid}: {cmd}" for pid, cmd in qemu_processes(base)]
+    new_ns = _net_namespaces() - session.config._testbed_netns_before  # type: ignore[attr-defined]
+    if new_ns:
+        left.append(f"network namespaces created during the session still exist: {sorted(new_ns)}")
+    if left:
+        session.config.get_terminal_writer().line("LEFTOVERS after the test session:\n" + "\n".join(left), red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    else:
+        session.config.get_terminal_writer().line("leftover check: no QEMU process or network namespace left")

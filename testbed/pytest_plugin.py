@@ -1,0 +1,131 @@
+"""pytest plugin (entry point `failover_testbed`): scenario files as test items, and fixtures to run
+scenarios from Python tests."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+
+from testbed.errors import TestbedError
+from testbed.images import GuestImage, LocalKernel, ensure_image
+from testbed.report import RunReport
+from testbed.runner import RunOptions, run_scenario
+from testbed.scenario import Scenario, load_scenario
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("failover-testbed", "failover-testbed: QEMU net_failover scenarios")
+    group.addoption("--testbed-qemu", default=None, help="QEMU binary (default: qemu-system-x86_64)")
+    group.addoption("--testbed-accel", default="auto", choices=["auto", "tcg", "kvm"],
+                    help="accelerator; auto uses KVM only where a probe boot works")
+    group.addoption("--testbed-kernel", default=None, help="guest bzImage instead of the Debian kernel")
+    group.addoption("--testbed-modules", default=None, help="its /lib/modules/<release> directory")
+    group.addoption("--testbed-artifacts", default=None,
+                    help="where runs keep serial logs, QMP events, dmesg and reports (default: pytest's tmp)")
+    group.addoption("--testbed-timeout-scale", type=float, default=1.0,
+                    help="multiply every step timeout (TCG on a slow machine)")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "guest: boots real QEMU guests")
+    config.addinivalue_line("markers", "scenario(path): a scenario file run as a test")
+
+
+def _options(config: pytest.Config, name: str, base: Path) -> RunOptions:
+    kernel, modules = config.getoption("testbed_kernel"), config.getoption("testbed_modules")
+    local = LocalKernel(Path(kernel), Path(modules)) if kernel and modules else None
+    artifacts = config.getoption("testbed_artifacts")
+    root = Path(artifacts) if artifacts else base
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+    directory = root / worker / re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
+    return RunOptions(artifacts_dir=directory.resolve(), qemu=config.getoption("testbed_qemu"),
+                      accel=config.getoption("testbed_accel"), local_kernel=local,
+                      timeout_scale=config.getoption("testbed_timeout_scale"))
+
+
+class ScenarioFailed(Exception):
+    def __init__(self, report: RunReport):
+        self.report = report
+        super().__init__(report.error or "scenario failed")
+
+
+def describe_failure(report: RunReport) -> str:
+    lines = [f"scenario {report.scenario} FAILED after {report.duration_s:.1f}s"]
+    for s in report.steps:
+        mark = "ok " if s.ok else "FAIL"
+        lines.append(f"  [{mark}] step {s.index} {s.action} ({s.started_s:.2f}s..{s.ended_s}s)"
+                     + (f": {s.error}" if s.error else ""))
+    if report.error:
+        lines.append(f"  error: {report.error}")
+    lines.append(f"  artifacts: {report.artifacts_dir}")
+    for vm, info in report.vms.items():
+        for kind, path in info.artifacts.items():
+            lines.append(f"    {vm} {kind}: {path}")
+    return "\n".join(lines)
+
+
+class ScenarioItem(pytest.Item):
+    def __init__(self, *, path_for_scenario: Path, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.scenario_path = path_for_scenario
+        self.add_marker("guest")
+
+    def runtest(self) -> None:
+        scenario = load_scenario(self.scenario_path)
+        base = self.config._tmp_path_factory.getbasetemp() / "testbed"  # type: ignore[attr-defined]
+        options = _options(self.config, self.scenario_path.stem, base)
+        options.scenario_file = str(self.scenario_path)
+        report = run_scenario(scenario, options, log=lambda msg: None)
+        report.write(options.artifacts_dir / "report.json")
+        self.user_properties.append(("artifacts", str(options.artifacts_dir)))
+        if not report.passed:
+            raise ScenarioFailed(report)
+
+    def repr_failure(self, excinfo, style=None):  # type: ignore[override]
+        if isinstance(excinfo.value, ScenarioFailed):
+            return describe_failure(excinfo.value.report)
+        if isinstance(excinfo.value, TestbedError):
+            return f"{self.scenario_path}: {excinfo.value}"
+        return super().repr_failure(excinfo)
+
+    def reportinfo(self):
+        return self.scenario_path, None, f"scenario: {self.scenario_path.name}"
+
+
+class ScenarioFile(pytest.File):
+    def collect(self):
+        yield ScenarioItem.from_parent(self, name=self.path.stem, path_for_scenario=self.path)
+
+
+def pytest_collect_file(file_path: Path, parent: pytest.Collector):
+    if file_path.suffix == ".yaml" and file_path.parent.name == "scenarios":
+        return ScenarioFile.from_parent(parent, path=file_path)
+    return None
+
+
+@pytest.fixture(scope="session")
+def testbed_image(pytestconfig: pytest.Config) -> GuestImage:
+    """The guest image, built once per cache; concurrent workers wait on the build lock."""
+    kernel, modules = pytestconfig.getoption("testbed_kernel"), pytestconfig.getoption("testbed_modules")
+    local = LocalKernel(Path(kernel), Path(modules)) if kernel and modules else None
+    return ensure_image(local_kernel=local)
+
+
+@pytest.fixture
+def run_testbed_scenario(pytestconfig: pytest.Config, tmp_path: Path,
+                         testbed_image: GuestImage) -> Callable[..., RunReport]:
+    """Runs a scenario (a path, or a Scenario built in Python) and returns its report.
+    It does not assert: the test decides what a pass is."""
+    def run(scenario: Scenario | str | Path, variables: dict[str, Any] | None = None,
+            name: str | None = None) -> RunReport:
+        if not isinstance(scenario, Scenario):
+            scenario = load_scenario(scenario, variables)
+        options = _options(pytestconfig, name or scenario.name, tmp_path)
+        report = run_scenario(scenario, options)
+        report.write(options.artifacts_dir / "report.json")
+        return report
+    return run

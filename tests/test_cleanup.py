@@ -1,0 +1,53 @@
+"""Nothing outlives a run: not after Ctrl-C, not after SIGKILL of the testbed itself."""
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from testbed.leftovers import run_leftovers
+
+REPO = Path(__file__).parent.parent
+pytestmark = pytest.mark.guest
+
+
+def _start_and_wait_for_boot(tmp_path) -> tuple[subprocess.Popen, Path]:
+    artifacts = tmp_path / "art"
+    proc = subprocess.Popen([sys.executable, "-m", "testbed.cli", "run",
+                             str(REPO / "scenarios/standby-pci.yaml"), "--artifacts", str(artifacts)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    serial = artifacts / "vm1" / "serial.log"
+    deadline = time.monotonic() + 120
+    # Mid-boot: the kernel has printed something, the guest is not up yet.
+    while not (serial.exists() and serial.stat().st_size > 0):
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "QEMU never started writing the serial console"
+        time.sleep(0.05)
+    assert run_leftovers(artifacts), "expected a live QEMU before the interruption"
+    return proc, artifacts
+
+
+def _assert_nothing_left(artifacts: Path, within_s: float = 10) -> None:
+    deadline = time.monotonic() + within_s
+    while (left := run_leftovers(artifacts)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert left == []
+
+
+def test_sigint_mid_boot_leaves_nothing(tmp_path):
+    proc, artifacts = _start_and_wait_for_boot(tmp_path)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "interrupted" in err
+    _assert_nothing_left(artifacts, within_s=0.5)
+
+
+def test_sigkill_of_the_testbed_takes_qemu_and_the_namespace_with_it(tmp_path):
+    proc, artifacts = _start_and_wait_for_boot(tmp_path)
+    proc.kill()
+    proc.communicate(timeout=30)
+    _assert_nothing_left(artifacts)

@@ -1,0 +1,54 @@
+from pathlib import Path
+
+from testbed.plan import plan_machines
+from testbed.qemu_argv import LaunchFiles, build_argv, primary_props
+from testbed.scenario import load_scenario
+
+SCENARIOS = Path(__file__).parent.parent / "scenarios"
+FILES = LaunchFiles(Path("/k"), Path("/i"), Path("/s.log"), 7)
+
+
+def _devices(argv):
+    return [argv[i + 1] for i, a in enumerate(argv) if a == "-device"]
+
+
+def test_pci_primary_is_paired_by_qemu_and_has_no_option_rom():
+    (plan,) = plan_machines(load_scenario(SCENARIOS / "standby-pci.yaml"))
+    argv = build_argv("qemu", plan, FILES, "tcg")
+    devices = _devices(argv)
+    assert "virtio-net-pci,id=net0-sby,netdev=hn-net0-sby,mac=52:54:00:00:12:54,bus=rp0s,romfile=,failover=on" in devices
+    assert "e1000e,id=net0-pri,netdev=hn-net0-pri,mac=52:54:00:00:12:54,bus=rp0p,romfile=,failover_pair_id=net0-sby" in devices
+    assert argv[argv.index("-accel") + 1] == "tcg" and "-S" in argv
+
+
+def test_igb_pf_is_not_a_failover_pair_id_primary_and_the_guest_gets_its_vf_config():
+    (plan,) = plan_machines(load_scenario(SCENARIOS / "standby-igb-vf.yaml"))
+    argv = build_argv("qemu", plan, FILES, "tcg")
+    igb = [d for d in _devices(argv) if d.startswith("igb,")]
+    assert igb == ["igb,id=net0-pri,netdev=hn-net0-pri,mac=06:54:00:00:00:01,bus=rp0p"]
+    cmdline = argv[argv.index("-append") + 1].split()
+    assert "testbed.sriov=06:54:00:00:00:01/2/0/52:54:00:00:12:53" in cmdline
+    assert "testbed.addr=52:54:00:00:12:53=192.168.77.2/24" in cmdline
+
+
+def test_every_nic_sits_on_its_own_root_port_and_the_qmp_fd_is_passed():
+    (plan,) = plan_machines(load_scenario(SCENARIOS / "two-pairs.yaml"))
+    argv = build_argv("qemu", plan, FILES, "tcg")
+    buses = [d.split("bus=")[1].split(",")[0] for d in _devices(argv)
+             if d.startswith(("virtio-net-pci,id=", "igb", "e1000e"))]
+    assert sorted(buses) == ["rp0p", "rp0s", "rp1p", "rp1s"]
+    assert "socket,id=qmp,fd=7" in argv
+
+
+def test_replug_reuses_the_launch_properties():
+    (plan,) = plan_machines(load_scenario(SCENARIOS / "standby-pci.yaml"))
+    props = primary_props(plan.pairs[0])
+    assert props == {"driver": "e1000e", "id": "net0-pri", "netdev": "hn-net0-pri",
+                     "mac": "52:54:00:00:12:54", "bus": "rp0p", "romfile": "",
+                     "failover_pair_id": "net0-sby"}
+
+
+def test_legacy_standby_cannot_offer_standby_feature():
+    (plan,) = plan_machines(load_scenario(SCENARIOS / "no-standby-negotiation.yaml"))
+    (sby,) = [d for d in _devices(build_argv("qemu", plan, FILES, "tcg")) if d.startswith("virtio-net-pci,id=net0-sby")]
+    assert "disable-legacy=off" in sby and "disable-modern=on" in sby
