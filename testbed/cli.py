@@ -109,6 +109,15 @@ def cmd_check_host(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace, console: Console) -> int:
+    from testbed.bench import print_bench, run_bench
+    results = run_bench(args.scenario, args.runs, args.accel, not args.no_cold, console)
+    print_bench(results, Console(width=160))
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="testbed", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -129,6 +138,13 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--kernel")
     build.add_argument("--modules")
     build.set_defaults(func=cmd_images)
+    bench = sub.add_parser("bench", help="measure image build, boot, scenario time and memory")
+    bench.add_argument("scenario", type=Path, nargs="?", default=Path("scenarios/standby-pci.yaml"))
+    bench.add_argument("--runs", type=int, default=3)
+    bench.add_argument("--accel", default="auto", choices=["auto", "tcg", "kvm"])
+    bench.add_argument("--no-cold", action="store_true", help="skip the cold image build")
+    bench.add_argument("--json", help="also write the figures here")
+    bench.set_defaults(func=cmd_bench)
     check = sub.add_parser("check-host", help="check that QEMU can run the testbed")
     check.add_argument("--qemu")
     check.set_defaults(func=cmd_check_host)

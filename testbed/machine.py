@@ -17,6 +17,7 @@ from testbed.plan import MachinePlan
 from testbed.procutil import spawn
 from testbed.qemu_argv import LaunchFiles, build_argv
 from testbed.qmp_channel import EventLog, QmpChannel
+from testbed.waiting import wait_until
 
 
 @dataclass(frozen=True)
@@ -88,6 +89,18 @@ class QemuMachine:
                 raise TestbedError(f"{self.name}: QEMU did not start: {e}\n{self.stderr_tail()}") from e
             raise
 
+    def wait_for_console(self, marker: str, timeout: float) -> float:
+        """Waits for a line on the serial console. The guest's init prints markers as it comes up;
+        connecting to SSH before its marker only earns slirp's SYN back-off."""
+        def check() -> str | None:
+            if not self.alive():
+                raise TestbedError(f"{self.name}: QEMU exited before {marker!r}\n{self.stderr_tail()}")
+            text = self.artifacts.serial_log.read_text(errors="replace") if self.artifacts.serial_log.exists() else ""
+            if marker in text:
+                return None
+            return "serial console: " + (" | ".join(text.strip().splitlines()[-3:]) or "(empty)")
+        return wait_until(check, timeout, f"{self.name} to print {marker!r} on its serial console", interval=0.05)
+
     def cont(self) -> None:
         self.qmp.execute("cont")
 
@@ -100,6 +113,19 @@ class QemuMachine:
         except FileNotFoundError:
             return "(no QEMU stderr)"
         return "QEMU stderr:\n" + "\n".join(text.strip().splitlines()[-lines:]) if text.strip() else "(QEMU stderr empty)"
+
+    def peak_rss_mib(self) -> float | None:
+        """QEMU's peak resident memory (VmHWM) so far."""
+        if not self.alive():
+            return None
+        assert self.proc is not None
+        try:
+            for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    return round(int(line.split()[1]) / 1024, 1)
+        except OSError:
+            return None
+        return None
 
     def shutdown(self, grace_s: float = 5.0) -> None:
         """QMP quit, then SIGTERM, then SIGKILL; closes QMP and the event log whatever happens."""

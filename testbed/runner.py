@@ -82,6 +82,9 @@ class RunContext:
         return machine
 
     def teardown(self) -> None:
+        for name, machine in self.machines.items():
+            if (rss := machine.peak_rss_mib()) is not None:
+                self.report.vms[name].boot["qemu_peak_rss_mib"] = rss
         for name, shell in list(self.shells.items()):
             machine = self.machines.get(name)
             with contextlib.suppress(Exception):

@@ -6,28 +6,14 @@ from __future__ import annotations
 import time
 from typing import Any, Callable
 
-from tenacity import RetryError, Retrying, retry_if_result, stop_after_delay, wait_fixed
-
 from testbed.errors import StepFailed, TestbedError, WaitTimeout
 from testbed.failover_checks import default_expectation, explain, pair_problems
 from testbed.guest_probe import Netdev, read_netdevs
 from testbed.guest_shell import GuestShell
 from testbed.runner import RunContext
+from testbed.waiting import wait_until
 from testbed.scenario import (BootStep, CheckDeviceStep, CheckNetdevsStep, Expectation, SleepStep,
                               Step)
-
-
-def wait_until(check: Callable[[], str | None], timeout: float, what: str, interval: float = 0.25) -> float:
-    """Polls check() (None = satisfied, else a description of what is wrong) until it is satisfied.
-    Returns the seconds it took; on timeout the error says what was awaited and what was seen last."""
-    started = time.monotonic()
-    retrying = Retrying(stop=stop_after_delay(timeout), wait=wait_fixed(interval),
-                        retry=retry_if_result(lambda problem: problem is not None))
-    try:
-        retrying(check)
-    except RetryError as e:
-        raise WaitTimeout(f"waited {timeout:.0f}s for {what}; last seen: {e.last_attempt.result()}") from None
-    return time.monotonic() - started
 
 
 def _pairs_check(shell: GuestShell, ctx: RunContext, vm: str, pair_names: list[str] | None,
@@ -56,6 +42,7 @@ def boot(ctx: RunContext, step: BootStep) -> dict[str, Any]:
         shell = GuestShell(name, ctx.netns, ctx.plans[name].ssh_port, ctx.image.ssh_key)
         ctx.shells[name] = shell
         try:
+            machine.wait_for_console("testbed: ssh up", ctx.timeout(step.timeout_s))
             shell.connect(ctx.timeout(step.timeout_s), alive=machine.alive)
         except TestbedError as e:
             raise StepFailed(f"{e}\n{machine.stderr_tail()}") from e

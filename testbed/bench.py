@@ -1,0 +1,141 @@
+"""`testbed bench`: where the time and memory of a run go, side by side in one run.
+
+Measured: the guest image build (cold, in a fresh cache, and warm), a raw QEMU boot of the same
+kernel and initramfs with the same devices (no QMP, no -S, no SSH) to the guest's own milestones,
+the testbed's launch-to-SSH and launch-to-pairs-ready, the whole scenario, and peak host memory.
+Figures are printed, never asserted: this is a benchmark, not a timed test."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import resource
+import statistics
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from testbed.images import ensure_image
+from testbed.machine import MachineArtifacts
+from testbed.netns import NetworkNamespace
+from testbed.network import NetworkPlan
+from testbed.plan import plan_machines
+from testbed.procutil import spawn
+from testbed.qemu_argv import LaunchFiles, build_argv
+from testbed.qemu_host import inspect_qemu
+from testbed.runner import RunOptions, run_scenario
+from testbed.scenario import load_scenario
+
+MARKERS = {"init": "testbed: init started", "ssh_up": "testbed: ssh up", "ready": "testbed: ready"}
+
+
+def _raw_boot(scenario_path: Path, accel: str, workdir: Path) -> dict[str, float]:
+    """QEMU alone, same argv minus the testbed's QMP and -S: seconds from launch to each marker."""
+    image = ensure_image()
+    (plan,) = plan_machines(load_scenario(scenario_path))[:1]
+    serial = workdir / "raw-serial.log"
+    argv = build_argv(inspect_qemu().path, plan, LaunchFiles(image.kernel, image.initrd, serial, 0), accel)
+    i = argv.index("-S")
+    argv = argv[:i] + argv[i + 1:]
+    i = argv.index("socket,id=qmp,fd=0")
+    argv = argv[:i - 1] + argv[i + 3:]  # drop -chardev socket... -mon ...
+    netns = NetworkNamespace.create()
+    try:
+        NetworkPlan.for_machines([plan]).apply(netns)
+        started = time.monotonic()
+        proc = spawn(netns.argv(argv), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                     stderr=subprocess.DEVNULL)
+        found: dict[str, float] = {}
+        deadline = started + 120
+        while len(found) < len(MARKERS) and time.monotonic() < deadline:
+            text = serial.read_text(errors="replace") if serial.exists() else ""
+            for key, marker in MARKERS.items():
+                if key not in found and marker in text:
+                    found[key] = round(time.monotonic() - started, 3)
+            time.sleep(0.02)
+        proc.kill()
+        proc.wait()
+        return found
+    finally:
+        netns.close()
+
+
+def _image_build(cold: bool) -> dict[str, float]:
+    out: dict[str, float] = {}
+    if cold:
+        with tempfile.TemporaryDirectory(prefix="testbed-bench-cache-") as cache:
+            started = time.monotonic()
+            ensure_image(cache=Path(cache))
+            out["image_cold_s"] = round(time.monotonic() - started, 2)
+            started = time.monotonic()
+            ensure_image(cache=Path(cache))
+            out["image_warm_s"] = round(time.monotonic() - started, 4)
+    else:
+        started = time.monotonic()
+        ensure_image()
+        out["image_warm_s"] = round(time.monotonic() - started, 4)
+    return out
+
+
+def run_bench(scenario_path: Path, runs: int, accel: str, cold: bool, console: Console) -> dict:
+    results: dict = {"scenario": str(scenario_path), "runs": runs}
+    console.log("image build" + (" (cold, fresh cache)" if cold else " (warm)"))
+    results.update(_image_build(cold))
+    raw: list[dict[str, float]] = []
+    tb: list[dict[str, float]] = []
+    with tempfile.TemporaryDirectory(prefix="testbed-bench-") as tmp:
+        for n in range(runs):
+            console.log(f"raw QEMU boot {n + 1}/{runs}")
+            raw.append(_raw_boot(scenario_path, "tcg" if accel == "auto" else accel, Path(tmp)))
+            console.log(f"testbed scenario {n + 1}/{runs}")
+            options = RunOptions(artifacts_dir=Path(tmp) / f"run{n}", accel=accel)
+            report = run_scenario(load_scenario(scenario_path), options)
+            if not report.passed:
+                raise SystemExit(f"scenario failed during the benchmark: {report.error or report.steps}")
+            boot = next(iter(report.vms.values())).boot
+            tb.append({"ssh_ready_s": boot["ssh_ready_s"], "pairs_ready_s": boot["pairs_ready_s"],
+                       "scenario_s": report.duration_s, "qemu_peak_rss_mib": boot["qemu_peak_rss_mib"]})
+            results["accel"] = report.host.accel if report.host else accel
+    med = lambda rows, key: round(statistics.median(r[key] for r in rows if key in r), 3)  # noqa: E731
+    results["raw_to_init_s"] = med(raw, "init")
+    results["raw_to_ssh_up_s"] = med(raw, "ssh_up")
+    results["raw_to_ready_s"] = med(raw, "ready")
+    for key in ("ssh_ready_s", "pairs_ready_s", "scenario_s", "qemu_peak_rss_mib"):
+        results[f"testbed_{key}"] = med(tb, key)
+    results["testbed_python_peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    results["ssh_ready_over_raw_ssh_up"] = round(results["testbed_ssh_ready_s"] / results["raw_to_ssh_up_s"], 2)
+    results["ssh_ready_over_raw_init"] = round(results["testbed_ssh_ready_s"] / results["raw_to_init_s"], 2)
+    results["host_mib_per_guest"] = round(results["testbed_qemu_peak_rss_mib"] +
+                                          results["testbed_python_peak_rss_mib"], 1)
+    results["samples"] = {"raw": raw, "testbed": tb}
+    return results
+
+
+def print_bench(results: dict, console: Console) -> None:
+    table = Table(title=f"testbed bench: {results['scenario']} ({results['accel']}, median of {results['runs']})")
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    table.add_column("note")
+    rows = [
+        ("image build, cold", results.get("image_cold_s"), "s; fresh cache: apt lists, mmdebstrap, kernel, initramfs"),
+        ("image build, warm", results.get("image_warm_s"), "s; cache hit"),
+        ("raw QEMU: launch -> /init", results["raw_to_init_s"], "s; same kernel, initramfs and devices"),
+        ("raw QEMU: launch -> guest sshd up", results["raw_to_ssh_up_s"], "s; guest's own serial marker"),
+        ("raw QEMU: launch -> guest udev settled", results["raw_to_ready_s"], "s"),
+        ("testbed: launch -> SSH session", results["testbed_ssh_ready_s"], "s; includes QMP, -S/cont, paramiko"),
+        ("testbed: launch -> failover pairs ready", results["testbed_pairs_ready_s"], "s"),
+        ("testbed: whole scenario", results["testbed_scenario_s"], "s; namespace, boot, checks, teardown"),
+        ("SSH ready / raw sshd up", results["ssh_ready_over_raw_ssh_up"], "x; goal <= 1.25"),
+        ("SSH ready / raw /init", results["ssh_ready_over_raw_init"], "x"),
+        ("QEMU peak RSS", results["testbed_qemu_peak_rss_mib"], "MiB (VmHWM)"),
+        ("testbed process peak RSS", results["testbed_python_peak_rss_mib"], "MiB"),
+        ("host memory for one guest", results["host_mib_per_guest"], "MiB; goal < 1024"),
+    ]
+    for name, value, note in rows:
+        table.add_row(name, "-" if value is None else str(value), note)
+    console.print(table)
