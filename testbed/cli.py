@@ -53,12 +53,28 @@ def _add_machine_options(p: argparse.ArgumentParser) -> None:
 
 def _print_report(console: Console, report: RunReport) -> None:
     table = Table(title=f"{report.scenario}: {'PASSED' if report.passed else 'FAILED'} in {report.duration_s:.1f}s")
-    for col in ("#", "step", "ok", "start s", "end s", "error"):
+    pings = [t for t in report.traffic if t["probe"] == "ping"]
+    columns = ["#", "step", "ok", "start s", "end s"]
+    if pings:
+        columns += ["max gap ms", "lost", "carried by"]
+    for col in columns + ["error"]:
         table.add_column(col)
     for s in report.steps:
-        table.add_row(str(s.index), s.action, "yes" if s.ok else "NO", f"{s.started_s:.2f}",
-                      f"{s.ended_s:.2f}" if s.ended_s is not None else "-", (s.error or "")[:300])
+        row = [str(s.index), s.action, "yes" if s.ok else "NO", f"{s.started_s:.2f}",
+               f"{s.ended_s:.2f}" if s.ended_s is not None else "-"]
+        if pings:
+            gaps = [g for t in pings for g in t["gaps"] if g["step"] == s.index]
+            row += [f"{max(g['ms'] for g in gaps):.0f}" if gaps else "-",
+                    str(sum(g["lost"] for g in gaps)) if gaps else "-", _carried_by(s.counters)]
+        table.add_row(*row, (s.error or "")[:300])
     console.print(table)
+    for t in report.traffic:
+        if t["probe"] == "ping":
+            console.print(f"{t['vm']}/{t['pair']} ping {t['target']} every {t['interval_ms']:g} ms: sent {t['sent']}, "
+                          f"received {t['received']}, lost {t['lost']}, max gap {t['max_gap_ms']} ms")
+        else:
+            console.print(f"{t['vm']}/{t['pair']} tcp: {t['bytes_echoed']} of {t['bytes_sent']} bytes echoed, "
+                          f"longest stall {t['max_stall_ms']} ms" + (f", error {t['error']}" if t["error"] else ""))
     for vm, info in report.vms.items():
         t = Table(title=f"{vm} netdevs")
         for col in ("name", "role", "driver", "master", "mac", "perm_addr", "operstate"):
@@ -70,6 +86,19 @@ def _print_report(console: Console, report: RunReport) -> None:
     if report.error:
         console.print(f"[red]error:[/red] {report.error}")
     console.print(f"artifacts: {report.artifacts_dir}")
+
+
+def _carried_by(counters: dict) -> str:
+    """Which slave carried the packets in a step, e.g. 'net0: primary 99%'."""
+    out = []
+    for vm, pairs in counters.items():
+        for pair, roles in pairs.items():
+            total = sum(roles["failover"][k] for k in ("rx", "tx")) if "failover" in roles else 0
+            parts = [f"{role} {100 * (r['rx'] + r['tx']) / total:.0f}%" for role, r in roles.items()
+                     if role != "failover" and total > 0]
+            if parts:
+                out.append(f"{pair}: " + ", ".join(parts))
+    return "; ".join(out) or "-"
 
 
 def cmd_run(args: argparse.Namespace, console: Console) -> int:

@@ -25,6 +25,8 @@ class Netdev:
     perm_addr: str | None
     operstate: str
     phys_port_name: str | None
+    rx_packets: int = 0
+    tx_packets: int = 0
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -32,6 +34,11 @@ class Netdev:
 
 def _none(value: str) -> str | None:
     return None if value in ("-", "not set", "") else value
+
+
+def count(value: str) -> int:
+    """A counter read from sysfs; empty when the netdev vanished while it was being read."""
+    return int(value) if value.isdigit() else 0
 
 
 def parse_netdevs(text: str) -> list[Netdev]:
@@ -43,18 +50,21 @@ def parse_netdevs(text: str) -> list[Netdev]:
     for line in text.splitlines():
         if not line.strip():
             continue
-        name, driver, master, mac, perm, oper, ppn = line.split("\t")
-        rows.append((name, _none(driver), _none(master), mac, _none(perm), oper, _none(ppn)))
+        fields = line.split("\t")
+        if len(fields) != 9 or not fields[3]:
+            continue  # the netdev vanished while the guest was reading it (an unplug in progress)
+        name, driver, master, mac, perm, oper, ppn, rx, tx = fields
+        rows.append((name, _none(driver), _none(master), mac, _none(perm), oper, _none(ppn), count(rx), count(tx)))
     failover_masters = {r[0] for r in rows if r[1] == "net_failover"}
     out = []
-    for name, driver, master, mac, perm, oper, ppn in rows:
+    for name, driver, master, mac, perm, oper, ppn, rx, tx in rows:
         if name in failover_masters:
             role = Role.FAILOVER
         elif master in failover_masters:
             role = Role.STANDBY if (ppn == "sby" or driver == "virtio_net") else Role.PRIMARY
         else:
             role = Role.OTHER
-        out.append(Netdev(name, role, driver, master, mac, perm, oper, ppn))
+        out.append(Netdev(name, role, driver, master, mac, perm, oper, ppn, rx, tx))
     return out
 
 

@@ -38,7 +38,7 @@ def run_leftovers(artifacts_dir: Path) -> list[str]:
     problems = [f"QEMU pid {pid} still running: {cmd}" for pid, cmd in qemu_processes(str(artifacts_dir))]
     inode_file = artifacts_dir / "netns-inode"
     if inode_file.exists():
-        inode = int(inode_file.read_text())
-        problems += [f"pid {pid} still in the run's namespace {inode}: {cmd}"
-                     for pid, cmd in processes_in_netns(inode)]
+        for inode in map(int, inode_file.read_text().split()):
+            problems += [f"pid {pid} still in the run's namespace {inode}: {cmd}"
+                         for pid, cmd in processes_in_netns(inode)]
     return problems

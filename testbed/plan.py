@@ -6,6 +6,7 @@ printed (--dry-run) and unit-tested without starting anything.
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass, field
 
 from testbed.scenario import FailoverPair, PrimaryKind, Scenario, VM
@@ -108,3 +109,15 @@ def plan_machine(vm: VM, index: int) -> MachinePlan:
 
 def plan_machines(scenario: Scenario) -> list[MachinePlan]:
     return [plan_machine(vm, i) for i, vm in enumerate(scenario.vms)]
+
+
+def peer_addresses(scenario: Scenario) -> list[ipaddress.IPv4Interface]:
+    """The peer's addresses: as the scenario says, or the first free host of each pair subnet."""
+    if scenario.network.peer_addresses is not None:
+        return list(scenario.network.peer_addresses)
+    used = {p.address.ip for vm in scenario.vms for p in vm.pairs if p.address}
+    out: list[ipaddress.IPv4Interface] = []
+    for net in dict.fromkeys(p.address.network for vm in scenario.vms for p in vm.pairs if p.address):
+        host = next(h for h in net.hosts() if h not in used)
+        out.append(ipaddress.IPv4Interface(f"{host}/{net.prefixlen}"))
+    return out

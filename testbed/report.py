@@ -17,6 +17,9 @@ class StepRecord(BaseModel):
     ended_s: float | None = None
     error: str | None = None
     details: dict[str, Any] = {}
+    # Packets each slave carried during this step: {vm: {pair: {role: {name, rx, tx}}}}; a role is
+    # missing when its netdev was not the same at both ends of the step.
+    counters: dict[str, Any] = {}
 
 
 class HostInfo(BaseModel):
@@ -41,6 +44,7 @@ class RunReport(BaseModel):
     host: HostInfo | None = None
     vms: dict[str, VmReport] = {}
     steps: list[StepRecord] = []
+    traffic: list[dict[str, Any]] = []
     error: str | None = None
     artifacts_dir: str
 

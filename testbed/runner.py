@@ -7,11 +7,13 @@ from __future__ import annotations
 import contextlib
 import signal
 import threading
+import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from testbed.clock import RunClock
+from testbed.datapath import Snapshot, delta, read_counters
 from testbed.errors import TestbedError
 from testbed.guest_probe import read_netdevs
 from testbed.guest_shell import GuestShell
@@ -19,10 +21,13 @@ from testbed.images import GuestImage, LocalKernel, ensure_image
 from testbed.machine import QemuMachine
 from testbed.netns import NetworkNamespace
 from testbed.network import NetworkPlan
-from testbed.plan import MachinePlan, plan_machines
+from testbed.plan import MachinePlan, peer_addresses, plan_machines
 from testbed.qemu_host import QemuBinary, choose_accel, inspect_qemu
 from testbed.report import HostInfo, RunReport, StepRecord, VmReport
 from testbed.scenario import Scenario
+
+if TYPE_CHECKING:
+    from testbed.traffic import TrafficSession
 
 
 @dataclass
@@ -51,8 +56,11 @@ class RunContext:
     options: RunOptions
     report: RunReport
     log: Log
+    peer: NetworkNamespace | None = None
     machines: dict[str, QemuMachine] = field(default_factory=dict)
     shells: dict[str, GuestShell] = field(default_factory=dict)
+    traffic: dict[tuple[str, str], "TrafficSession"] = field(default_factory=dict)
+    snapshots: dict[int, Snapshot] = field(default_factory=dict)  # step index -> counters at its start
 
     def timeout(self, seconds: float) -> float:
         return seconds * self.options.timeout_scale
@@ -81,7 +89,38 @@ class RunContext:
         machine.cont()
         return machine
 
+    def snapshot_counters(self) -> Snapshot:
+        vms = {vm for vm, _ in self.traffic}
+        out: Snapshot = {}
+        for vm in vms:
+            if vm in self.shells and self.machines[vm].alive():
+                out[vm] = read_counters(self.shells[vm], self.plans[vm])
+        return out
+
+    def take_snapshot(self, index: int) -> None:
+        """Counters at the start of step `index` close the previous step's datapath record."""
+        if not self.traffic:
+            return
+        try:
+            self.snapshots[index] = self.snapshot_counters()
+        except TestbedError as e:
+            self.log(f"counter snapshot before step {index} failed: {e}")
+            return
+        if index - 1 in self.snapshots:
+            self.report.steps[index - 1].counters = delta(self.snapshots[index - 1], self.snapshots[index])
+
+    def stop_traffic(self) -> None:
+        from testbed.steps import traffic_report
+        for key, session in self.traffic.items():
+            session.stop()
+        self.report.traffic = [entry for session in self.traffic.values()
+                               for entry in traffic_report(self, session)]
+
     def teardown(self) -> None:
+        if self.traffic:
+            with contextlib.suppress(Exception):
+                self.take_snapshot(len(self.report.steps))
+            self.stop_traffic()
         for name, machine in self.machines.items():
             if (rss := machine.peak_rss_mib()) is not None:
                 self.report.vms[name].boot["qemu_peak_rss_mib"] = rss
@@ -119,11 +158,15 @@ def run_scenario(scenario: Scenario, options: RunOptions, log: Log = lambda msg:
             plans = {p.name: p for p in plan_machines(scenario)}
             netns = NetworkNamespace.create()
             stack.callback(netns.close)
-            (options.artifacts_dir / "netns-inode").write_text(f"{netns.inode}\n")
-            NetworkPlan.for_machines(list(plans.values())).apply(netns)
-            ctx = RunContext(scenario, plans, image, qemu, accel, netns, clock, options, report, log)
+            peer = NetworkNamespace.create()
+            stack.callback(peer.close)
+            (options.artifacts_dir / "netns-inode").write_text(f"{netns.inode}\n{peer.inode}\n")
+            NetworkPlan.for_machines(list(plans.values()), peer_addresses(scenario)).apply(netns, peer)
+            ctx = RunContext(scenario, plans, image, qemu, accel, netns, clock, options, report, log,
+                             peer=peer)
             stack.callback(ctx.teardown)
             for index, step in enumerate(scenario.steps):
+                ctx.take_snapshot(index)
                 record = StepRecord(index=index, action=step.action, started_s=round(clock.now(), 3))
                 report.steps.append(record)
                 log(f"step {index}: {step.action}")
@@ -133,6 +176,12 @@ def run_scenario(scenario: Scenario, options: RunOptions, log: Log = lambda msg:
                 except TestbedError as e:
                     record.error = str(e)
                     log(f"step {index} ({step.action}) failed: {e}")
+                    break
+                except Exception as e:  # a testbed bug: fail the step, keep the evidence, still tear down
+                    trace = options.artifacts_dir / f"step{index}-traceback.txt"
+                    trace.write_text(traceback.format_exc())
+                    record.error = f"internal error: {type(e).__name__}: {e} (traceback in {trace})"
+                    log(f"step {index} ({step.action}) crashed: {record.error}")
                     break
                 finally:
                     record.ended_s = round(clock.now(), 3)

@@ -133,13 +133,109 @@ class SleepStep(Strict):
     seconds: float = Field(gt=0, le=600)
 
 
-Step = Annotated[Union[BootStep, CheckNetdevsStep, CheckDeviceStep, SleepStep],
+class PairStep(StepBase):
+    vm: str
+    pair: str
+
+
+class StartTrafficStep(PairStep):
+    """Starts the probes between the peer and the pair's user-facing address; they run until the end."""
+    action: Literal["start-traffic"]
+    interval_ms: float = Field(5.0, ge=1.0, le=1000.0)
+    tcp: bool = True
+    tcp_rate_kib_s: int = Field(64, ge=1, le=10240)
+
+
+class UnplugPrimaryStep(PairStep):
+    """device_del of the primary (for igb-vf, the PF with its VFs); waits for DEVICE_DELETED and for
+    the guest to show the pair without a primary."""
+    action: Literal["unplug-primary"]
+
+
+class PlugPrimaryStep(PairStep):
+    """device_add of the primary with its launch properties; waits for the guest to enslave it."""
+    action: Literal["plug-primary"]
+    wait: bool = True
+
+
+class Nic(StrEnum):
+    STANDBY = "standby"
+    PRIMARY = "primary"
+
+
+class SetLinkStep(PairStep):
+    action: Literal["set-link"]
+    nic: Nic = Nic.STANDBY
+    up: bool
+
+
+class AnnounceSelfStep(StepBase):
+    """QMP announce-self: the guest's NICs send gratuitous ARP/RARP so switches relearn their MACs."""
+    action: Literal["announce-self"]
+    vm: str
+    rounds: int = Field(3, ge=1, le=20)
+    initial_ms: int = Field(50, ge=1)
+    max_ms: int = Field(550, ge=1)
+    step_ms: int = Field(100, ge=1)
+
+
+class FdbStep(PairStep):
+    """bridge fdb del/add MAC dev PORT master, on the host bridge. PORT is the tap of the pair's
+    standby or primary; MAC defaults to the pair's MAC."""
+    action: Literal["fdb"]
+    op: Literal["del", "add"]
+    port: Nic = Nic.PRIMARY
+    mac: str | None = None
+
+    @field_validator("mac")
+    @classmethod
+    def _check_mac(cls, value: str | None) -> str | None:
+        return None if value is None else _mac(value)
+
+
+class ExecStep(StepBase):
+    """Runs a command in the guest over SSH; a list is an argv, a string a shell command."""
+    action: Literal["exec"]
+    vm: str
+    command: list[str] | str
+    expect_status: int = 0
+
+
+class Path_(StrEnum):
+    PRIMARY = "primary"
+    STANDBY = "standby"
+    ANY = "any"
+
+
+class CheckTrafficStep(PairStep):
+    """Checks the traffic of the steps since the previous check-traffic of this pair (or since
+    start-traffic): gaps that started in them, lost echoes, which slave carried the packets, and the
+    TCP connection's health."""
+    action: Literal["check-traffic"]
+    max_gap_ms: float | None = Field(None, ge=0)
+    max_lost: int | None = Field(None, ge=0)
+    path: Path_ = Path_.ANY
+    tcp_max_stall_ms: float | None = Field(None, ge=0)
+    min_packets: int = Field(20, ge=0)
+
+
+Step = Annotated[Union[BootStep, CheckNetdevsStep, CheckDeviceStep, SleepStep, StartTrafficStep,
+                       UnplugPrimaryStep, PlugPrimaryStep, SetLinkStep, AnnounceSelfStep, FdbStep,
+                       ExecStep, CheckTrafficStep],
                  Field(discriminator="action")]
+
+
+class Network(Strict):
+    """The host side: one bridge (the host switch) with a tap per guest NIC, and a peer namespace on
+    it through a veth. The peer gets these addresses; by default the first free host address of each
+    subnet the pairs use."""
+    peer_addresses: list[ipaddress.IPv4Interface] | None = None
 
 
 class Scenario(Strict):
     name: str
     description: str = ""
+    network: Network = Network()
     vms: list[VM] = Field(min_length=1)
     steps: list[Step] = Field(min_length=1)
 
@@ -154,7 +250,7 @@ class Scenario(Strict):
                 if name not in vms:
                     raise ValueError(f"steps[{i}] names VM {name!r}; the scenario has {sorted(vms)}")
             pair_names = (getattr(step, "pairs", None) or []) + \
-                ([step.pair] if isinstance(step, CheckDeviceStep) else [])
+                ([step.pair] if hasattr(step, "pair") else [])
             for pair in pair_names:
                 if pair not in {p.name for p in vms[step.vm].pairs}:
                     raise ValueError(f"steps[{i}] names pair {pair!r}, which VM {step.vm!r} does not have")
@@ -162,8 +258,17 @@ class Scenario(Strict):
                 for pair in vms[step.vm].pairs:
                     if (step.pairs is None or pair.name in step.pairs) and pair.primary is None:
                         raise ValueError(f"steps[{i}] expects pair {pair.name!r} paired, but it has no primary")
-            if isinstance(step, CheckDeviceStep) and vms[step.vm].pair(step.pair).primary is None:
-                raise ValueError(f"steps[{i}] checks the primary of pair {step.pair!r}, which has none")
+            needs_primary = isinstance(step, (CheckDeviceStep, UnplugPrimaryStep, PlugPrimaryStep)) or \
+                (isinstance(step, (SetLinkStep,)) and step.nic == Nic.PRIMARY) or \
+                (isinstance(step, FdbStep) and step.port == Nic.PRIMARY)
+            if needs_primary and vms[step.vm].pair(step.pair).primary is None:
+                raise ValueError(f"steps[{i}] ({step.action}) needs the primary of pair {step.pair!r}, which has none")
+            if isinstance(step, (StartTrafficStep, CheckTrafficStep)) and vms[step.vm].pair(step.pair).address is None:
+                raise ValueError(f"steps[{i}] ({step.action}) needs an address on pair {step.pair!r}")
+            if isinstance(step, CheckTrafficStep) and not any(
+                    isinstance(s, StartTrafficStep) and (s.vm, s.pair) == (step.vm, step.pair)
+                    for s in self.steps[:i]):
+                raise ValueError(f"steps[{i}] checks traffic of {step.vm}/{step.pair} before any start-traffic for it")
         if not isinstance(self.steps[0], BootStep):
             raise ValueError("steps[0] must be a boot step")
         return self
@@ -192,7 +297,9 @@ def _key_path(loc: tuple) -> str:
     return out or "(top level)"
 
 
-_STEP_ACTIONS = {"boot", "check-netdevs", "check-primary-device", "sleep"}
+_STEP_ACTIONS = {"boot", "check-netdevs", "check-primary-device", "sleep", "start-traffic",
+                 "unplug-primary", "plug-primary", "set-link", "announce-self", "fdb", "exec",
+                 "check-traffic"}
 
 
 def render(path: Path, variables: dict[str, Any] | None = None) -> str:

@@ -12,8 +12,15 @@ from testbed.guest_probe import Netdev, read_netdevs
 from testbed.guest_shell import GuestShell
 from testbed.runner import RunContext
 from testbed.waiting import wait_until
-from testbed.scenario import (BootStep, CheckDeviceStep, CheckNetdevsStep, Expectation, SleepStep,
-                              Step)
+from testbed.datapath import path_shares, stable
+from testbed.qemu_argv import primary_props
+from testbed.scenario import (AnnounceSelfStep, BootStep, CheckDeviceStep, CheckNetdevsStep,
+                              CheckTrafficStep, ExecStep, Expectation, FdbStep, Nic, Path_,
+                              PlugPrimaryStep, SetLinkStep, SleepStep, StartTrafficStep, Step,
+                              UnplugPrimaryStep)
+from testbed.traffic import PingProbe, StepWindow, TcpProbe, TrafficSession
+
+TCP_ECHO_PORT_BASE = 5001
 
 
 def _pairs_check(shell: GuestShell, ctx: RunContext, vm: str, pair_names: list[str] | None,
@@ -105,11 +112,204 @@ def sleep(ctx: RunContext, step: SleepStep) -> dict[str, Any]:
     return {}
 
 
+def start_traffic(ctx: RunContext, step: StartTrafficStep) -> dict[str, Any]:
+    key = (step.vm, step.pair)
+    if key in ctx.traffic:
+        raise StepFailed(f"traffic for {step.vm}/{step.pair} is already running")
+    plan = ctx.plans[step.vm]
+    pair = plan.pair(step.pair)
+    assert pair.pair.address is not None and ctx.peer is not None
+    target = str(pair.pair.address.ip)
+    tcp = None
+    if step.tcp:
+        port = TCP_ECHO_PORT_BASE + plan.pairs.index(pair)
+        # socat echoes every byte back, so the peer sees both directions of one connection. setsid
+        # detaches it from the SSH session, which would otherwise take it down when the channel closes.
+        log = f"/tmp/tcp-echo-{port}.log"
+        shell = ctx.shell(step.vm)
+        shell.run(f"setsid socat TCP-LISTEN:{port},bind={target},reuseaddr EXEC:/bin/cat "
+                  f"</dev/null >{log} 2>&1 &", timeout=10)
+        tcp = TcpProbe(ctx.peer, target, port, ctx.clock, rate_bytes_s=step.tcp_rate_kib_s * 1024)
+        try:
+            wait_until(lambda: _try_start(tcp), ctx.timeout(min(step.timeout_s, 15)),
+                       f"TCP echo server {target}:{port}", interval=0.1)
+        except WaitTimeout as e:
+            raise StepFailed(f"{e}; guest's {log}: {shell.run(['cat', log], check=False).stdout.strip()!r}") from e
+    ping = PingProbe(ctx.peer, target, ctx.clock, interval_s=step.interval_ms / 1000)
+    ping.start()
+    index = len(ctx.report.steps) - 1
+    ctx.traffic[key] = TrafficSession(step.vm, step.pair, target, ping, tcp, index, index + 1)
+    # The window of the first check starts with the step after this one, once ping is flowing.
+    wait_until(lambda: None if ping.replies else "no echo reply yet", ctx.timeout(step.timeout_s),
+               f"the first echo reply from {target}", interval=0.05)
+    return {"target": target, "interval_ms": step.interval_ms, "tcp": bool(tcp)}
+
+
+def _try_start(tcp: TcpProbe) -> str | None:
+    try:
+        tcp.start()
+        return None
+    except OSError as e:
+        return str(e)
+
+
+def _pair_nic(ctx: RunContext, vm: str, pair_name: str, nic: Nic):
+    pair = ctx.plans[vm].pair(pair_name)
+    return pair.standby if nic == Nic.STANDBY else pair.primary
+
+
+def unplug_primary(ctx: RunContext, step: UnplugPrimaryStep) -> dict[str, Any]:
+    machine = ctx.machine(step.vm)
+    device = ctx.plans[step.vm].pair(step.pair).primary.device_id  # type: ignore[union-attr]
+    cursor = machine.events.cursor()
+    started = ctx.clock.now()
+    machine.qmp.execute("device_del", {"id": device})
+    event = machine.events.wait_for("DEVICE_DELETED", ctx.timeout(step.timeout_s), since=cursor,
+                                    match=lambda d: d.get("device") == device)
+    check = _pairs_check(ctx.shell(step.vm), ctx, step.vm, [step.pair], Expectation.STANDBY_ONLY)
+    wait_until(check, ctx.timeout(step.timeout_s), f"{step.vm} to show {step.pair} without a primary")
+    return {"device": device, "device_deleted_after_s": round(event.t - started, 3),
+            "guest_settled_after_s": round(ctx.clock.now() - started, 3)}
+
+
+def plug_primary(ctx: RunContext, step: PlugPrimaryStep) -> dict[str, Any]:
+    machine = ctx.machine(step.vm)
+    props = primary_props(ctx.plans[step.vm].pair(step.pair))
+    started = ctx.clock.now()
+    machine.qmp.execute("device_add", props)
+    details: dict[str, Any] = {"device": props["id"]}
+    if step.wait:
+        check = _pairs_check(ctx.shell(step.vm), ctx, step.vm, [step.pair], Expectation.PAIRED)
+        wait_until(check, ctx.timeout(step.timeout_s), f"{step.vm} to enslave {step.pair}'s primary again")
+        details["guest_paired_after_s"] = round(ctx.clock.now() - started, 3)
+    return details
+
+
+def set_link(ctx: RunContext, step: SetLinkStep) -> dict[str, Any]:
+    nic = _pair_nic(ctx, step.vm, step.pair, step.nic)
+    ctx.machine(step.vm).qmp.execute("set_link", {"name": nic.device_id, "up": step.up})
+    return {"device": nic.device_id, "up": step.up}
+
+
+def announce_self(ctx: RunContext, step: AnnounceSelfStep) -> dict[str, Any]:
+    args = {"initial": step.initial_ms, "max": step.max_ms, "rounds": step.rounds, "step": step.step_ms}
+    ctx.machine(step.vm).qmp.execute("announce-self", args)
+    return args
+
+
+def fdb(ctx: RunContext, step: FdbStep) -> dict[str, Any]:
+    nic = _pair_nic(ctx, step.vm, step.pair, step.port)
+    mac = step.mac or ctx.plans[step.vm].pair(step.pair).pair.mac
+    before = ctx.netns.run(["bridge", "fdb", "show", "br", "br0"])
+    existed = any(line.startswith(f"{mac} dev {nic.tap} ") for line in before.splitlines())
+    if step.op == "del":
+        if existed:
+            ctx.netns.run(["bridge", "fdb", "del", mac, "dev", nic.tap, "master"])
+    else:
+        ctx.netns.run(["bridge", "fdb", "replace", mac, "dev", nic.tap, "master", "static"])
+    return {"op": step.op, "mac": mac, "port": nic.tap, "entry_existed": existed}
+
+
+def exec_(ctx: RunContext, step: ExecStep) -> dict[str, Any]:
+    result = ctx.shell(step.vm).run(step.command, timeout=ctx.timeout(step.timeout_s), check=False)
+    details = {"exit_status": result.exit_status, "stdout": result.stdout[-4000:], "stderr": result.stderr[-4000:]}
+    if result.exit_status != step.expect_status:
+        raise StepFailed(f"{step.vm}: {step.command!r} exited {result.exit_status}, expected "
+                         f"{step.expect_status}: {(result.stderr or result.stdout).strip()[-500:]}")
+    return details
+
+
+def step_windows(ctx: RunContext) -> list[StepWindow]:
+    now = ctx.clock.now()
+    return [StepWindow(s.index, s.action, s.started_s, s.ended_s if s.ended_s is not None else now)
+            for s in ctx.report.steps]
+
+
+def check_traffic(ctx: RunContext, step: CheckTrafficStep) -> dict[str, Any]:
+    session = ctx.traffic.get((step.vm, step.pair))
+    if session is None:
+        raise StepFailed(f"no traffic is running for {step.vm}/{step.pair}")
+    current = len(ctx.report.steps) - 1
+    window = list(range(session.window_start, current))
+    session.window_start = current + 1
+    result = session.ping.result(step_windows(ctx))
+    gaps = [g for g in result.gaps if g.step in window]
+    problems: list[str] = []
+    details: dict[str, Any] = {"window_steps": window,
+                               "gaps": [{"start_s": g.start_s, "end_s": g.end_s, "ms": g.ms, "lost": g.lost,
+                                         "step": g.step, "step_action": g.step_action} for g in gaps]}
+    worst = max(gaps, key=lambda g: g.ms, default=None)
+    lost = sum(g.lost for g in gaps)
+    details.update({"max_gap_ms": worst.ms if worst else 0.0, "lost": lost})
+    if step.max_gap_ms is not None and worst is not None and worst.ms > step.max_gap_ms:
+        problems.append(f"gap of {worst.ms} ms ({worst.lost} echoes lost) in step {worst.step} "
+                        f"({worst.step_action}) exceeds max_gap_ms {step.max_gap_ms}")
+    if step.max_lost is not None and lost > step.max_lost:
+        problems.append(f"{lost} echoes lost in steps {window}, more than max_lost {step.max_lost}")
+    if session.ping.replies:
+        silent = ctx.clock.now() - session.ping.replies[-1].t
+        if silent > 1.0:
+            problems.append(f"no echo reply for the last {silent * 1000:.0f} ms (outage in progress)")
+    # Datapath: only steps whose slaves were the same netdevs at both ends tell who carried what.
+    deltas = [ctx.report.steps[i].counters for i in window
+              if i in ctx.snapshots and i + 1 in ctx.snapshots
+              and stable(ctx.snapshots[i], ctx.snapshots[i + 1], step.vm, step.pair)]
+    shares, packets = path_shares(deltas, step.vm, step.pair)
+    details["path"] = {"steps_measured": len(deltas), "master_packets": packets,
+                       "shares": {k: round(v, 3) for k, v in shares.items()}}
+    if step.path != Path_.ANY:
+        if not deltas:
+            problems.append(f"path {step.path}: no step in {window} kept the same slaves from start to end")
+        elif packets < step.min_packets:
+            problems.append(f"path {step.path}: only {packets} packets crossed the master in steps {window}")
+        elif shares[step.path.value] < 0.9:
+            problems.append(f"path {step.path}: the {step.path} carried {shares[step.path.value]:.0%} of "
+                            f"{packets} packets (standby {shares['standby']:.0%}, primary {shares['primary']:.0%})")
+    if session.tcp is not None:
+        tcp = session.tcp.result()
+        details["tcp"] = {"bytes_echoed": tcp.bytes_echoed, "max_stall_ms": tcp.max_stall_ms, "error": tcp.error}
+        if tcp.error:
+            problems.append(f"TCP connection failed at {tcp.error_s:.3f}s: {tcp.error}")
+        if step.tcp_max_stall_ms is not None and tcp.max_stall_ms > step.tcp_max_stall_ms:
+            problems.append(f"TCP stalled for {tcp.max_stall_ms} ms, more than tcp_max_stall_ms {step.tcp_max_stall_ms}")
+    if problems:
+        raise StepFailed(f"{step.vm}/{step.pair}: " + "; ".join(problems))
+    return details
+
+
+def traffic_report(ctx: RunContext, session: TrafficSession) -> list[dict[str, Any]]:
+    windows = step_windows(ctx)
+    ping = session.ping.result(windows)
+    entries: list[dict[str, Any]] = [{
+        "vm": session.vm, "pair": session.pair, "probe": "ping", "target": session.target,
+        "interval_ms": session.ping.interval_s * 1000, "sent": ping.sent, "received": ping.received,
+        "lost": ping.lost, "duplicates": ping.duplicates, "reordered": ping.reordered,
+        "max_gap_ms": ping.max_gap_ms,
+        "gaps": [{"start_s": g.start_s, "end_s": g.end_s, "ms": g.ms, "lost": g.lost, "step": g.step,
+                  "step_action": g.step_action} for g in ping.gaps]}]
+    if session.tcp is not None:
+        tcp = session.tcp.result()
+        entries.append({
+            "vm": session.vm, "pair": session.pair, "probe": "tcp", "target": session.target,
+            "bytes_sent": tcp.bytes_sent, "bytes_echoed": tcp.bytes_echoed, "max_stall_ms": tcp.max_stall_ms,
+            "error": tcp.error, "error_s": tcp.error_s,
+            "bytes_per_step": {w.index: tcp.bytes_between(w.started_s, w.ended_s) for w in windows}})
+    return entries
+
+
 HANDLERS: dict[type, Callable[[RunContext, Any], dict[str, Any] | None]] = {
     BootStep: boot,
     CheckNetdevsStep: check_netdevs,
     CheckDeviceStep: check_primary_device,
     SleepStep: sleep,
+    StartTrafficStep: start_traffic,
+    UnplugPrimaryStep: unplug_primary,
+    PlugPrimaryStep: plug_primary,
+    SetLinkStep: set_link,
+    AnnounceSelfStep: announce_self,
+    FdbStep: fdb,
+    ExecStep: exec_,
+    CheckTrafficStep: check_traffic,
 }
 
 
