@@ -10,7 +10,7 @@ import threading
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, Iterator
 
 from testbed.clock import RunClock
 from testbed.datapath import Snapshot, delta, read_counters
@@ -24,7 +24,7 @@ from testbed.network import NetworkPlan
 from testbed.plan import MachinePlan, peer_addresses, plan_machines
 from testbed.qemu_host import QemuBinary, choose_accel, inspect_qemu
 from testbed.report import HostInfo, RunReport, StepRecord, VmReport
-from testbed.scenario import Scenario
+from testbed.scenario import Scenario, Step
 
 if TYPE_CHECKING:
     from testbed.traffic import TrafficSession
@@ -139,15 +139,49 @@ def _sigterm_as_interrupt(signum, frame):
     raise KeyboardInterrupt(f"signal {signum}")
 
 
-def run_scenario(scenario: Scenario, options: RunOptions, log: Log = lambda msg: None) -> RunReport:
-    from testbed.steps import run_step  # steps import RunContext from here
+class LiveRun:
+    """A run in progress, for Python callers: steps run one at a time, and the live parts (QMP,
+    SSH, namespaces) are reachable through `ctx` in between. Made by `live_run()`."""
 
+    def __init__(self, ctx: RunContext):
+        self.ctx = ctx
+
+    def step(self, step: Step) -> StepRecord:
+        """Runs one step and records it in the report; a failure is recorded, not raised."""
+        from testbed.steps import run_step  # steps import RunContext from here
+        ctx = self.ctx
+        index = len(ctx.report.steps)
+        ctx.take_snapshot(index)
+        record = StepRecord(index=index, action=step.action, started_s=round(ctx.clock.now(), 3))
+        ctx.report.steps.append(record)
+        ctx.log(f"step {index}: {step.action}")
+        try:
+            record.details = run_step(ctx, step) or {}
+            record.ok = True
+        except TestbedError as e:
+            record.error = str(e)
+            ctx.log(f"step {index} ({step.action}) failed: {e}")
+        except Exception as e:  # a testbed bug: fail the step, keep the evidence, still tear down
+            trace = ctx.options.artifacts_dir / f"step{index}-traceback.txt"
+            trace.write_text(traceback.format_exc())
+            record.error = f"internal error: {type(e).__name__}: {e} (traceback in {trace})"
+            ctx.log(f"step {index} ({step.action}) crashed: {record.error}")
+        finally:
+            record.ended_s = round(ctx.clock.now(), 3)
+        return record
+
+
+@contextlib.contextmanager
+def live_run(scenario: Scenario, options: RunOptions, log: Log = lambda msg: None) -> Iterator[LiveRun]:
+    """Sets up image, QEMU checks, namespaces and network for the scenario, yields a LiveRun, and
+    always tears everything down. The report is complete when the block exits (even by an error)."""
     clock = RunClock()
     options.artifacts_dir.mkdir(parents=True, exist_ok=True)
     report = RunReport(scenario=scenario.name, scenario_file=options.scenario_file,
                        artifacts_dir=str(options.artifacts_dir))
     previous_sigterm = signal.signal(signal.SIGTERM, _sigterm_as_interrupt) \
         if _in_main_thread() else None
+    holder: list[LiveRun] = []
     try:
         with contextlib.ExitStack() as stack:
             qemu = inspect_qemu(options.qemu).require()
@@ -165,36 +199,42 @@ def run_scenario(scenario: Scenario, options: RunOptions, log: Log = lambda msg:
             ctx = RunContext(scenario, plans, image, qemu, accel, netns, clock, options, report, log,
                              peer=peer)
             stack.callback(ctx.teardown)
-            for index, step in enumerate(scenario.steps):
-                ctx.take_snapshot(index)
-                record = StepRecord(index=index, action=step.action, started_s=round(clock.now(), 3))
-                report.steps.append(record)
-                log(f"step {index}: {step.action}")
-                try:
-                    record.details = run_step(ctx, step) or {}
-                    record.ok = True
-                except TestbedError as e:
-                    record.error = str(e)
-                    log(f"step {index} ({step.action}) failed: {e}")
-                    break
-                except Exception as e:  # a testbed bug: fail the step, keep the evidence, still tear down
-                    trace = options.artifacts_dir / f"step{index}-traceback.txt"
-                    trace.write_text(traceback.format_exc())
-                    record.error = f"internal error: {type(e).__name__}: {e} (traceback in {trace})"
-                    log(f"step {index} ({step.action}) crashed: {record.error}")
-                    break
-                finally:
-                    record.ended_s = round(clock.now(), 3)
-        report.passed = len(report.steps) == len(scenario.steps) and all(s.ok for s in report.steps)
+            holder.append(LiveRun(ctx))
+            yield holder[0]
     except KeyboardInterrupt:
         report.error = "interrupted"
         raise
     except TestbedError as e:
-        report.error = str(e)
+        if not holder:
+            report.error = str(e)  # set-up failed: no step ran
+        else:
+            raise
     finally:
         report.duration_s = round(clock.now(), 3)
         if previous_sigterm is not None:
             signal.signal(signal.SIGTERM, previous_sigterm)
+    if not holder:  # set-up failed; the caller reads report.error
+        raise _SetupFailed(report)
+
+
+class _SetupFailed(Exception):
+    def __init__(self, report: RunReport):
+        self.report = report
+
+
+def run_scenario(scenario: Scenario, options: RunOptions, log: Log = lambda msg: None) -> RunReport:
+    """Runs every step until the first failure; returns the report (passed or not)."""
+    report: RunReport | None = None
+    try:
+        with live_run(scenario, options, log) as run:
+            report = run.ctx.report
+            for step in scenario.steps:
+                if not run.step(step).ok:
+                    break
+        report.passed = len(report.steps) == len(scenario.steps) and all(s.ok for s in report.steps)
+    except _SetupFailed as e:
+        report = e.report
+    assert report is not None
     return report
 
 

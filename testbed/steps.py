@@ -206,7 +206,8 @@ def fdb(ctx: RunContext, step: FdbStep) -> dict[str, Any]:
         if existed:
             ctx.netns.run(["bridge", "fdb", "del", mac, "dev", nic.tap, "master"])
     else:
-        ctx.netns.run(["bridge", "fdb", "replace", mac, "dev", nic.tap, "master", "static"])
+        # sticky: learning from the other port must not move a pinned entry (plain static ones move)
+        ctx.netns.run(["bridge", "fdb", "replace", mac, "dev", nic.tap, "master", "static", "sticky"])
     return {"op": step.op, "mac": mac, "port": nic.tap, "entry_existed": existed}
 
 
