@@ -139,3 +139,93 @@ def print_bench(results: dict, console: Console) -> None:
     for name, value, note in rows:
         table.add_row(name, "-" if value is None else str(value), note)
     console.print(table)
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
+def _cpu_share(pids: dict[str, int], seconds: float) -> dict[str, float]:
+    """Percent of one host core each process used over the window."""
+    before = {k: _cpu_seconds(p) for k, p in pids.items()}
+    time.sleep(seconds)
+    return {k: round(100 * (_cpu_seconds(p) - before[k]) / seconds, 1) for k, p in pids.items()}
+
+
+def run_probe_bench(console: Console, outages_ms: tuple[int, ...] = (5, 10, 20, 50, 100),
+                    window_s: float = 5.0) -> dict:
+    """Probe resolution and cost on a real guest (scenario standby-pci, 200 echoes/s)."""
+    from testbed.runner import live_run
+    from testbed.scenario import BootStep, StartTrafficStep
+    from testbed.traffic import TcpProbe
+
+    results: dict = {"interval_ms": 5.0}
+    scenario = load_scenario(Path(__file__).resolve().parent.parent / "scenarios/standby-pci.yaml")
+    with tempfile.TemporaryDirectory(prefix="testbed-probe-bench-") as tmp:
+        with live_run(scenario, RunOptions(artifacts_dir=Path(tmp))) as run:
+            ctx = run.ctx
+            if not run.step(BootStep(action="boot")).ok:
+                raise SystemExit(f"boot failed: {ctx.report.steps[-1].error}")
+            qemu_pid = ctx.machines["vm1"].proc.pid  # type: ignore[union-attr]
+            console.log("CPU: no probe")
+            results["cpu_idle"] = _cpu_share({"qemu": qemu_pid}, window_s)
+            run.step(StartTrafficStep(action="start-traffic", vm="vm1", pair="net0", tcp=False))
+            session = ctx.traffic[("vm1", "net0")]
+            ping_pid = session.ping._proc.pid  # type: ignore[union-attr]
+            console.log("CPU: ping at 200/s")
+            mark = ctx.clock.now()
+            results["cpu_ping"] = _cpu_share({"qemu": qemu_pid, "ping": ping_pid}, window_s)
+            steady = [r.t for r in session.ping.replies if r.t >= mark]
+            intervals = sorted(b - a for a, b in zip(steady, steady[1:]))
+            results["steady_inter_arrival_ms"] = {
+                "median": round(1000 * intervals[len(intervals) // 2], 2),
+                "p99": round(1000 * intervals[int(len(intervals) * 0.99)], 2),
+                "max": round(1000 * intervals[-1], 2)}
+            console.log("CPU: ping + TCP echo stream at 64 KiB/s")
+            ctx.shell("vm1").run("setsid socat TCP-LISTEN:5999,reuseaddr EXEC:/bin/cat </dev/null >/dev/null 2>&1 &")
+            time.sleep(0.5)
+            assert ctx.peer is not None
+            tcp = TcpProbe(ctx.peer, session.target, 5999, ctx.clock)
+            tcp.start()
+            results["cpu_ping_tcp"] = _cpu_share({"qemu": qemu_pid, "ping": ping_pid}, window_s)
+            tcp.stop()
+            injected = []
+            for ms in outages_ms:
+                console.log(f"outage of {ms} ms")
+                time.sleep(0.5)
+                ctx.netns.run(["bridge", "link", "set", "dev", "vpeer", "state", "2"])  # learning: no forwarding
+                start = ctx.clock.now()
+                time.sleep(ms / 1000)
+                end = ctx.clock.now()
+                ctx.netns.run(["bridge", "link", "set", "dev", "vpeer", "state", "3"])  # forwarding
+                injected.append((ms, start, end))
+            time.sleep(0.5)
+            result = session.ping.result([])
+            rows = []
+            for ms, start, end in injected:
+                hits = [g for g in result.gaps if g.start_s <= end + 0.05 and g.end_s >= start]
+                rows.append({"requested_ms": ms, "blocked_ms": round((end - start) * 1000, 1),
+                             "detected_ms": max((g.ms for g in hits), default=None),
+                             "lost": sum(g.lost for g in hits)})
+            results["outages"] = rows
+    return results
+
+
+def print_probe_bench(results: dict, console: Console) -> None:
+    table = Table(title="probe resolution: outages blocked at the peer's bridge port (200 echoes/s)")
+    for col in ("requested ms", "blocked ms (at least)", "gap detected ms", "echoes lost"):
+        table.add_column(col, justify="right")
+    for r in results["outages"]:
+        table.add_row(str(r["requested_ms"]), str(r["blocked_ms"]),
+                      "none" if r["detected_ms"] is None else str(r["detected_ms"]), str(r["lost"]))
+    console.print(table)
+    s = results["steady_inter_arrival_ms"]
+    console.print(f"steady state reply spacing: median {s['median']} ms, p99 {s['p99']} ms, max {s['max']} ms")
+    cost = Table(title="probe cost, % of one host core")
+    for col in ("load", "QEMU (TCG guest)", "fping"):
+        cost.add_column(col, justify="right")
+    cost.add_row("no probe", str(results["cpu_idle"]["qemu"]), "-")
+    cost.add_row("fping 200/s", str(results["cpu_ping"]["qemu"]), str(results["cpu_ping"]["ping"]))
+    cost.add_row("fping + TCP 64 KiB/s", str(results["cpu_ping_tcp"]["qemu"]), str(results["cpu_ping_tcp"]["ping"]))
+    console.print(cost)

@@ -139,9 +139,13 @@ def cmd_check_host(args: argparse.Namespace, console: Console) -> int:
 
 
 def cmd_bench(args: argparse.Namespace, console: Console) -> int:
-    from testbed.bench import print_bench, run_bench
-    results = run_bench(args.scenario, args.runs, args.accel, not args.no_cold, console)
-    print_bench(results, Console(width=160))
+    from testbed.bench import print_bench, print_probe_bench, run_bench, run_probe_bench
+    if args.probes:
+        results = run_probe_bench(console)
+        print_probe_bench(results, Console(width=160))
+    else:
+        results = run_bench(args.scenario, args.runs, args.accel, not args.no_cold, console)
+        print_bench(results, Console(width=160))
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
     return 0
@@ -172,6 +176,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--runs", type=int, default=3)
     bench.add_argument("--accel", default="auto", choices=["auto", "tcg", "kvm"])
     bench.add_argument("--no-cold", action="store_true", help="skip the cold image build")
+    bench.add_argument("--probes", action="store_true",
+                       help="measure the traffic probes instead: resolution and CPU cost")
     bench.add_argument("--json", help="also write the figures here")
     bench.set_defaults(func=cmd_bench)
     check = sub.add_parser("check-host", help="check that QEMU can run the testbed")

@@ -210,8 +210,9 @@ class Path_(StrEnum):
 class CheckTrafficStep(PairStep):
     """Checks the traffic of the steps since the previous check-traffic of this pair (or since
     start-traffic): gaps that started in them, lost echoes, which slave carried the packets, and the
-    TCP connection's health."""
+    TCP connection's health. An outage still open when it starts is waited out (up to timeout_s)."""
     action: Literal["check-traffic"]
+    timeout_s: float = Field(30.0, gt=0, le=3600)
     max_gap_ms: float | None = Field(None, ge=0)
     max_lost: int | None = Field(None, ge=0)
     path: Path_ = Path_.ANY
