@@ -90,13 +90,13 @@ def _print_report(console: Console, report: RunReport) -> None:
 
 def _carried_by(counters: dict) -> str:
     """Which slave carried the packets in a step, e.g. 'net0: primary 99%'."""
+    from testbed.datapath import path_shares
     out = []
     for vm, pairs in counters.items():
         for pair, roles in pairs.items():
-            total = sum(roles["failover"][k] for k in ("rx", "tx")) if "failover" in roles else 0
-            parts = [f"{role} {100 * (r['rx'] + r['tx']) / total:.0f}%" for role, r in roles.items()
-                     if role != "failover" and total > 0]
-            if parts:
+            shares, total = path_shares([counters], vm, pair)
+            parts = [f"{role} {100 * share:.0f}%" for role, share in shares.items() if role in roles]
+            if parts and total:
                 out.append(f"{pair}: " + ", ".join(parts))
     return "; ".join(out) or "-"
 

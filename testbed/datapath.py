@@ -59,16 +59,15 @@ def stable(before: Snapshot, after: Snapshot, vm: str, pair: str) -> bool:
 
 
 def path_shares(deltas: list[Snapshot], vm: str, pair: str) -> tuple[dict[str, float], int]:
-    """Share of the master's packets that each slave carried, summed over the given step deltas."""
-    total = 0
+    """Share of the slaves' packets (rx + tx) that each slave carried over the given step deltas,
+    and their total. The slaves, not the master, are the reference: net_failover folds a departing
+    slave's counters out of the master's, so the master's deltas jump around an unplug."""
     per_role = {"standby": 0, "primary": 0}
     for d in deltas:
         roles = d.get(vm, {}).get(pair, {})
-        if "failover" not in roles:
-            continue
-        total += roles["failover"]["rx"] + roles["failover"]["tx"]
         for role in per_role:
             if role in roles:
-                per_role[role] += roles[role]["rx"] + roles[role]["tx"]
+                per_role[role] += max(0, roles[role]["rx"] + roles[role]["tx"])
+    total = sum(per_role.values())
     shares = {r: (v / total if total else 0.0) for r, v in per_role.items()}
     return shares, total

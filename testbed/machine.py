@@ -47,8 +47,11 @@ class MachineArtifacts:
 
 class QemuMachine:
     def __init__(self, plan: MachinePlan, image: GuestImage, qemu: str, accel: str,
-                 netns: NetworkNamespace, artifacts_dir: Path, clock: RunClock):
+                 netns: NetworkNamespace, artifacts_dir: Path, clock: RunClock,
+                 incoming: bool = False, absent_primaries: frozenset[str] = frozenset()):
         self.plan = plan
+        self.incoming = incoming
+        self.absent_primaries = absent_primaries
         self.image = image
         self.qemu = qemu
         self.accel = accel
@@ -67,7 +70,8 @@ class QemuMachine:
 
     def argv(self, qmp_fd: int = 3) -> list[str]:
         files = LaunchFiles(self.image.kernel, self.image.initrd, self.artifacts.serial_log, qmp_fd)
-        return build_argv(self.qemu, self.plan, files, self.accel)
+        return build_argv(self.qemu, self.plan, files, self.accel, incoming=self.incoming,
+                          absent_primaries=self.absent_primaries)
 
     def launch(self) -> None:
         """Starts QEMU paused (-S) with QMP connected and every event recorded. On any failure the

@@ -7,11 +7,13 @@ printed (--dry-run) and unit-tested without starting anything.
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from testbed.scenario import FailoverPair, PrimaryKind, Scenario, VM
 
 SSH_PORT_BASE = 2200  # hostfwd ports live in the run's private namespace, so fixed numbers are safe
+SLOT_TAP_PREFIX = ("t", "u")  # slot 0 and slot 1: a migration's source and destination taps
+SLOT_PORT_STEP = 100
 
 
 @dataclass(frozen=True)
@@ -53,10 +55,19 @@ class MachinePlan:
     ssh_port: int
     pairs: list[PairPlan]
     root_ports: list[str] = field(default_factory=list)
+    slot: int = 0  # which of the VM's two tap sets (a migration alternates between them)
 
     @property
     def name(self) -> str:
         return self.vm.name
+
+    def on_slot(self, slot: int) -> "MachinePlan":
+        """The same machine on the other set of taps and SSH port, for a migration destination."""
+        def move(nic: NicPlan | None) -> NicPlan | None:
+            return None if nic is None else replace(nic, tap=SLOT_TAP_PREFIX[slot] + nic.tap[1:])
+        pairs = [replace(p, standby=move(p.standby), primary=move(p.primary)) for p in self.pairs]
+        return replace(self, pairs=pairs, slot=slot,
+                       ssh_port=SSH_PORT_BASE + self.index + SLOT_PORT_STEP * slot)
 
     @property
     def nics(self) -> list[NicPlan]:

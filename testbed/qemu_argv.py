@@ -56,14 +56,18 @@ def primary_props(pair: PairPlan) -> dict[str, object]:
     return props
 
 
-def build_argv(qemu: str, plan: MachinePlan, files: LaunchFiles, accel: str) -> list[str]:
+def build_argv(qemu: str, plan: MachinePlan, files: LaunchFiles, accel: str,
+               incoming: bool = False, absent_primaries: frozenset[str] = frozenset()) -> list[str]:
+    """incoming: a migration destination (-incoming defer, runs as soon as the state arrived).
+    absent_primaries: pairs whose primary was unplugged on the source and so must not exist here."""
     vm = plan.vm
     argv = [
         qemu, "-name", f"{vm.name},debug-threads=on",
         "-machine", "q35", "-accel", accel, "-cpu", "max" if accel == "tcg" else "host",
         "-smp", str(vm.cpus), "-m", f"{vm.memory_mib}M",
         "-nodefaults", "-no-user-config", "-display", "none", "-vga", "none", "-no-reboot",
-        "-S",  # paused until the testbed has set link states and attached its event recorder
+        *(["-incoming", "defer"] if incoming else
+          ["-S"]),  # paused until the testbed has set link states and attached its event recorder
         "-kernel", str(files.kernel), "-initrd", str(files.initrd),
         "-append", " ".join(plan.kernel_cmdline()),
         "-chardev", f"file,id=serial0,path={files.serial_log}", "-serial", "chardev:serial0",
@@ -80,7 +84,9 @@ def build_argv(qemu: str, plan: MachinePlan, files: LaunchFiles, accel: str) -> 
         argv += ["-netdev", _opts("tap", netdev_props(pair.standby)),
                  "-device", _opts("virtio-net-pci", standby_props(pair))]
         if pair.primary:
-            props = primary_props(pair)
-            argv += ["-netdev", _opts("tap", netdev_props(pair.primary)),
-                     "-device", _opts(str(props.pop("driver")), props)]
+            # The backend exists even for a primary that is absent now, so device_add can use it.
+            argv += ["-netdev", _opts("tap", netdev_props(pair.primary))]
+            if pair.pair.name not in absent_primaries:
+                props = primary_props(pair)
+                argv += ["-device", _opts(str(props.pop("driver")), props)]
     return argv

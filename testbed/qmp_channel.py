@@ -86,9 +86,19 @@ class EventLog:
                 raise WaitTimeout(f"{self.vm}: waited {timeout}s for QMP event {name}; saw {seen}")
             return found()  # type: ignore[return-value]
 
+    def next(self, names: set[str], since: int, timeout: float) -> tuple[int, EventRecord] | None:
+        """The first event named in `names` at or after index `since`, with its index, waiting up to
+        timeout; None if none came (the caller decides what that means)."""
+        def found() -> tuple[int, EventRecord] | None:
+            return next(((i, r) for i, r in enumerate(self._records[since:], since) if r.event in names), None)
+        with self._cond:
+            self._cond.wait_for(lambda: found() is not None, max(0.0, timeout))
+            return found()
+
     def close(self) -> None:
         with self._cond:
-            self._file.close()
+            if not self._file.closed:
+                self._file.close()
 
 
 class QmpChannel:

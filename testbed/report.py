@@ -45,6 +45,7 @@ class RunReport(BaseModel):
     vms: dict[str, VmReport] = {}
     steps: list[StepRecord] = []
     traffic: list[dict[str, Any]] = []
+    migrations: list[dict[str, Any]] = []
     error: str | None = None
     artifacts_dir: str
 

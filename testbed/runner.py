@@ -5,7 +5,9 @@ with its holder, after a failure, a timeout or Ctrl-C alike."""
 from __future__ import annotations
 
 import contextlib
+import shutil
 import signal
+import tempfile
 import threading
 import traceback
 from dataclasses import dataclass, field
@@ -61,6 +63,8 @@ class RunContext:
     shells: dict[str, GuestShell] = field(default_factory=dict)
     traffic: dict[tuple[str, str], "TrafficSession"] = field(default_factory=dict)
     snapshots: dict[int, Snapshot] = field(default_factory=dict)  # step index -> counters at its start
+    absent_primaries: dict[str, set[str]] = field(default_factory=dict)  # vm -> pairs unplugged by a step
+    retired: list[QemuMachine] = field(default_factory=list)  # migration sources, for teardown
 
     def timeout(self, seconds: float) -> float:
         return seconds * self.options.timeout_scale
@@ -75,19 +79,37 @@ class RunContext:
             raise TestbedError(f"VM {name} has no SSH session (was it booted?)")
         return self.shells[name]
 
-    def start_machine(self, name: str) -> QemuMachine:
-        machine = QemuMachine(self.plans[name], self.image, self.qemu.path, self.accel, self.netns,
-                              self.options.artifacts_dir / name, self.clock)
-        self.machines[name] = machine
+    def plan(self, name: str) -> MachinePlan:
+        """The VM's plan as it runs now (after migrations, on the other slot's taps)."""
+        return self.machines[name].plan if name in self.machines else self.plans[name]
+
+    def new_machine(self, name: str, slot: int, incoming: bool, label: str) -> QemuMachine:
+        machine = QemuMachine(self.plans[name].on_slot(slot), self.image, self.qemu.path, self.accel,
+                              self.netns, self.options.artifacts_dir / label, self.clock,
+                              incoming=incoming,
+                              absent_primaries=frozenset(self.absent_primaries.get(name, ())))
         vm_report = self.report.vms.setdefault(name, VmReport())
         vm_report.artifacts = {k: str(getattr(machine.artifacts, k)) for k in
                                ("serial_log", "qemu_stderr", "qmp_events", "dmesg", "argv")}
+        return machine
+
+    def start_machine(self, name: str) -> QemuMachine:
+        machine = self.new_machine(name, 0, incoming=False, label=name)
+        self.machines[name] = machine
         machine.launch()
         for pair in self.plans[name].pairs:
             if pair.pair.standby.link == "down":
                 machine.qmp.execute("set_link", {"name": pair.standby.device_id, "up": False})
         machine.cont()
         return machine
+
+    _scratch: Path | None = None
+
+    def scratch_dir(self) -> Path:
+        """A short private directory for unix sockets (sun_path allows only 108 bytes)."""
+        if self._scratch is None:
+            self._scratch = Path(tempfile.mkdtemp(prefix="tb-"))
+        return self._scratch
 
     def snapshot_counters(self) -> Snapshot:
         vms = {vm for vm, _ in self.traffic}
@@ -131,8 +153,10 @@ class RunContext:
                     machine.artifacts.dmesg.write_text(shell.run(["dmesg"], timeout=10).stdout)
                     self.report.vms[name].netdevs = [n.as_dict() for n in read_netdevs(shell)]
             shell.close()
-        for machine in self.machines.values():
+        for machine in [*self.machines.values(), *self.retired]:
             machine.shutdown()
+        if self._scratch is not None:
+            shutil.rmtree(self._scratch, ignore_errors=True)
 
 
 def _sigterm_as_interrupt(signum, frame):
@@ -195,7 +219,9 @@ def live_run(scenario: Scenario, options: RunOptions, log: Log = lambda msg: Non
             peer = NetworkNamespace.create()
             stack.callback(peer.close)
             (options.artifacts_dir / "netns-inode").write_text(f"{netns.inode}\n{peer.inode}\n")
-            NetworkPlan.for_machines(list(plans.values()), peer_addresses(scenario)).apply(netns, peer)
+            migrates = any(step.action == "migrate" for step in scenario.steps)
+            NetworkPlan.for_machines(list(plans.values()), peer_addresses(scenario), scenario.network.hosts,
+                                     with_slot1=migrates).apply(netns, peer)
             ctx = RunContext(scenario, plans, image, qemu, accel, netns, clock, options, report, log,
                              peer=peer)
             stack.callback(ctx.teardown)

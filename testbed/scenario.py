@@ -220,9 +220,30 @@ class CheckTrafficStep(PairStep):
     min_packets: int = Field(20, ge=0)
 
 
+class MigrateStep(StepBase):
+    """Live-migrates a VM to a destination QEMU (same devices, -incoming defer, its own taps on the
+    other host's bridge) over a unix socket, then carries on with the destination. count > 1 goes
+    back and forth. QEMU itself unplugs failover_pair_id primaries (wait-unplug) and waits forever
+    for the guest; the testbed cancels after wait_unplug_timeout_s."""
+    action: Literal["migrate"]
+    vm: str
+    count: int = Field(1, ge=1, le=50)
+    timeout_s: float = Field(120.0, gt=0, le=3600)
+    wait_unplug_timeout_s: float = Field(30.0, gt=0, le=3600)
+    cancel_in: Literal["wait-unplug", "active"] | None = None
+    expect: Literal["completed", "cancelled"] = "completed"
+    wait_for_pairs: bool = True  # after completion: wait for the destination guest's pairs
+
+    @model_validator(mode="after")
+    def _cancel_means_cancelled(self) -> "MigrateStep":
+        if self.cancel_in and self.expect != "cancelled":
+            raise ValueError("cancel_in cancels the migration: set expect: cancelled")
+        return self
+
+
 Step = Annotated[Union[BootStep, CheckNetdevsStep, CheckDeviceStep, SleepStep, StartTrafficStep,
                        UnplugPrimaryStep, PlugPrimaryStep, SetLinkStep, AnnounceSelfStep, FdbStep,
-                       ExecStep, CheckTrafficStep],
+                       ExecStep, CheckTrafficStep, MigrateStep],
                  Field(discriminator="action")]
 
 
@@ -231,6 +252,8 @@ class Network(Strict):
     it through a veth. The peer gets these addresses; by default the first free host address of each
     subnet the pairs use."""
     peer_addresses: list[ipaddress.IPv4Interface] | None = None
+    # 2: a second bridge (the migration destination host) joined to the first by an uplink veth.
+    hosts: Literal[1, 2] = 1
 
 
 class Scenario(Strict):
@@ -300,7 +323,7 @@ def _key_path(loc: tuple) -> str:
 
 _STEP_ACTIONS = {"boot", "check-netdevs", "check-primary-device", "sleep", "start-traffic",
                  "unplug-primary", "plug-primary", "set-link", "announce-self", "fdb", "exec",
-                 "check-traffic"}
+                 "check-traffic", "migrate"}
 
 
 def render(path: Path, variables: dict[str, Any] | None = None) -> str:

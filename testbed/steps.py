@@ -15,7 +15,7 @@ from testbed.waiting import wait_until
 from testbed.datapath import path_shares, stable
 from testbed.qemu_argv import primary_props
 from testbed.scenario import (AnnounceSelfStep, BootStep, CheckDeviceStep, CheckNetdevsStep,
-                              CheckTrafficStep, ExecStep, Expectation, FdbStep, Nic, Path_,
+                              CheckTrafficStep, ExecStep, Expectation, FdbStep, MigrateStep, Nic, Path_,
                               PlugPrimaryStep, SetLinkStep, SleepStep, StartTrafficStep, Step,
                               UnplugPrimaryStep)
 from testbed.traffic import PingProbe, StepWindow, TcpProbe, TrafficSession
@@ -154,13 +154,14 @@ def _try_start(tcp: TcpProbe) -> str | None:
 
 
 def _pair_nic(ctx: RunContext, vm: str, pair_name: str, nic: Nic):
-    pair = ctx.plans[vm].pair(pair_name)
+    pair = ctx.plan(vm).pair(pair_name)
     return pair.standby if nic == Nic.STANDBY else pair.primary
 
 
 def unplug_primary(ctx: RunContext, step: UnplugPrimaryStep) -> dict[str, Any]:
     machine = ctx.machine(step.vm)
     device = ctx.plans[step.vm].pair(step.pair).primary.device_id  # type: ignore[union-attr]
+    ctx.absent_primaries.setdefault(step.vm, set()).add(step.pair)
     cursor = machine.events.cursor()
     started = ctx.clock.now()
     machine.qmp.execute("device_del", {"id": device})
@@ -174,9 +175,10 @@ def unplug_primary(ctx: RunContext, step: UnplugPrimaryStep) -> dict[str, Any]:
 
 def plug_primary(ctx: RunContext, step: PlugPrimaryStep) -> dict[str, Any]:
     machine = ctx.machine(step.vm)
-    props = primary_props(ctx.plans[step.vm].pair(step.pair))
+    props = primary_props(ctx.plan(step.vm).pair(step.pair))
     started = ctx.clock.now()
     machine.qmp.execute("device_add", props)
+    ctx.absent_primaries.setdefault(step.vm, set()).discard(step.pair)
     details: dict[str, Any] = {"device": props["id"]}
     if step.wait:
         check = _pairs_check(ctx.shell(step.vm), ctx, step.vm, [step.pair], Expectation.PAIRED)
@@ -200,8 +202,8 @@ def announce_self(ctx: RunContext, step: AnnounceSelfStep) -> dict[str, Any]:
 def fdb(ctx: RunContext, step: FdbStep) -> dict[str, Any]:
     nic = _pair_nic(ctx, step.vm, step.pair, step.port)
     mac = step.mac or ctx.plans[step.vm].pair(step.pair).pair.mac
-    before = ctx.netns.run(["bridge", "fdb", "show", "br", "br0"])
-    existed = any(line.startswith(f"{mac} dev {nic.tap} ") for line in before.splitlines())
+    before = ctx.netns.run(["bridge", "fdb", "show", "dev", nic.tap])
+    existed = any(line.startswith(f"{mac} ") and " master " in line for line in before.splitlines())
     if step.op == "del":
         if existed:
             ctx.netns.run(["bridge", "fdb", "del", mac, "dev", nic.tap, "master"])
@@ -264,13 +266,13 @@ def check_traffic(ctx: RunContext, step: CheckTrafficStep) -> dict[str, Any]:
               if i in ctx.snapshots and i + 1 in ctx.snapshots
               and stable(ctx.snapshots[i], ctx.snapshots[i + 1], step.vm, step.pair)]
     shares, packets = path_shares(deltas, step.vm, step.pair)
-    details["path"] = {"steps_measured": len(deltas), "master_packets": packets,
+    details["path"] = {"steps_measured": len(deltas), "slave_packets": packets,
                        "shares": {k: round(v, 3) for k, v in shares.items()}}
     if step.path != Path_.ANY:
         if not deltas:
             problems.append(f"path {step.path}: no step in {window} kept the same slaves from start to end")
         elif packets < step.min_packets:
-            problems.append(f"path {step.path}: only {packets} packets crossed the master in steps {window}")
+            problems.append(f"path {step.path}: only {packets} packets crossed the slaves in steps {window}")
         elif shares[step.path.value] < 0.9:
             problems.append(f"path {step.path}: the {step.path} carried {shares[step.path.value]:.0%} of "
                             f"{packets} packets (standby {shares['standby']:.0%}, primary {shares['primary']:.0%})")
@@ -306,7 +308,147 @@ def traffic_report(ctx: RunContext, session: TrafficSession) -> list[dict[str, A
     return entries
 
 
+MIGRATION_EVENTS = {"MIGRATION", "UNPLUG_PRIMARY", "FAILOVER_NEGOTIATED", "DEVICE_DELETED", "MIGRATION_PASS"}
+# After migrate_cancel in wait-unplug, QEMU keeps waiting up to 30 s (120 x 250 ms, migration.c
+# qemu_savevm_wait_unplug) for an unplug it already started, so that it can plug the card back,
+# before it reports 'cancelled'. The testbed allows that plus a margin.
+CANCEL_GRACE_S = 30 + 15
+TERMINAL = {"completed", "failed", "cancelled"}
+
+
+def _follow_migration(ctx: RunContext, src, step: MigrateStep, since: int) -> tuple[str, str | None, list]:
+    """Follows the source's MIGRATION events to a terminal status. Cancels in wait-unplug after
+    wait_unplug_timeout_s (QEMU would wait forever), or where cancel_in says."""
+    statuses: list[tuple[float, str]] = []
+    cancelled_by: str | None = None
+    deadline = ctx.clock.now() + ctx.timeout(step.timeout_s)
+    unplug_deadline: float | None = None
+    index = since
+    while True:
+        now = ctx.clock.now()
+        limit = min(deadline, unplug_deadline or deadline) - now
+        hit = src.events.next({"MIGRATION"}, index, limit)
+        if hit is None:
+            if cancelled_by is not None:
+                raise StepFailed(f"{step.vm}: migrate_cancel issued ({cancelled_by}) but no 'cancelled' came; "
+                                 f"statuses: {statuses}")
+            cancelled_by = "wait-unplug timeout" if unplug_deadline and ctx.clock.now() >= unplug_deadline \
+                else "step timeout"
+            ctx.log(f"{step.vm}: migration stuck in {statuses[-1][1] if statuses else 'nothing'}; migrate_cancel")
+            src.qmp.execute("migrate_cancel")
+            unplug_deadline, deadline = None, ctx.clock.now() + CANCEL_GRACE_S
+            continue
+        index = hit[0] + 1
+        status = hit[1].data["status"]
+        statuses.append((hit[1].t, status))
+        if status in TERMINAL:
+            return status, cancelled_by, statuses
+        if status == "wait-unplug":
+            unplug_deadline = hit[1].t + ctx.timeout(step.wait_unplug_timeout_s)
+        elif unplug_deadline is not None and status != "wait-unplug":
+            unplug_deadline = None
+        if step.cancel_in == status and cancelled_by is None:
+            cancelled_by = f"cancel_in {status}"
+            src.qmp.execute("migrate_cancel")
+
+
+def _events_since(machine, since: int) -> list[dict[str, Any]]:
+    return [{"t": r.t, "event": r.event, "data": r.data}
+            for r in machine.events.records()[since:] if r.event in MIGRATION_EVENTS]
+
+
+def _reconnect(ctx: RunContext, vm: str, timeout: float) -> None:
+    if vm in ctx.shells:
+        ctx.shells.pop(vm).close()
+    machine = ctx.machine(vm)
+    shell = GuestShell(vm, ctx.netns, machine.plan.ssh_port, ctx.image.ssh_key)
+    shell.connect(timeout, alive=machine.alive)
+    ctx.shells[vm] = shell
+
+
+def _expected_after_migration(ctx: RunContext, vm: str) -> Callable[[], str | None]:
+    absent = ctx.absent_primaries.get(vm, set())
+    plan = ctx.plan(vm)
+    shell = ctx.shell(vm)
+
+    def check() -> str | None:
+        netdevs = read_netdevs(shell)
+        problems = [problem for p in plan.pairs for problem in pair_problems(
+            netdevs, p, Expectation.STANDBY_ONLY if p.pair.name in absent else default_expectation(p))]
+        return explain(problems, netdevs) if problems else None
+    return check
+
+
+def _migrate_once(ctx: RunContext, step: MigrateStep, number: int) -> dict[str, Any]:
+    src = ctx.machine(step.vm)
+    slot = 1 - src.plan.slot
+    label = f"{step.vm}-migration{len(ctx.report.migrations) + 1}"
+    dst = ctx.new_machine(step.vm, slot, incoming=True, label=label)
+    ctx.retired.append(dst)  # torn down whatever happens; swapped in below if the migration completes
+    sock = ctx.scratch_dir() / f"{step.vm}-{len(ctx.report.migrations) + 1}.sock"
+    entry: dict[str, Any] = {"vm": step.vm, "number": number + 1, "from_slot": src.plan.slot, "to_slot": slot,
+                             "destination_artifacts": str(dst.artifacts.directory)}
+    ctx.report.migrations.append(entry)
+    dst.launch()
+    capabilities = {"capabilities": [{"capability": "events", "state": True}]}
+    for machine in (src, dst):
+        machine.qmp.execute("migrate-set-capabilities", capabilities)
+    dst.qmp.execute("migrate-incoming", {"uri": f"unix:{sock}"})
+    src_cursor, dst_cursor = src.events.cursor(), dst.events.cursor()
+    started = ctx.clock.now()
+    src.qmp.execute("migrate", {"uri": f"unix:{sock}"})
+    status, cancelled_by, statuses = _follow_migration(ctx, src, step, src_cursor)
+    info = src.qmp.execute("query-migrate")
+    waits = [(t, s) for t, s in statuses]
+    wait_unplug_ms = next((round((waits[i + 1][0] - t) * 1000, 1) for i, (t, s) in enumerate(waits[:-1])
+                           if s == "wait-unplug"), None)
+    entry.update({
+        "status": status, "cancelled_by": cancelled_by, "started_s": round(started, 3),
+        "ended_s": round(ctx.clock.now(), 3), "statuses": [s for _, s in statuses],
+        "total_time_ms": info.get("total-time"), "downtime_ms": info.get("downtime"),
+        "setup_time_ms": info.get("setup-time"), "wait_unplug_ms": wait_unplug_ms,
+        "events": _events_since(src, src_cursor)})
+    if status == "completed":
+        ctx.retired.append(src)
+        ctx.machines[step.vm] = dst
+        src.shutdown()
+        _reconnect(ctx, step.vm, ctx.timeout(60))
+        if step.wait_for_pairs:
+            waited = wait_until(_expected_after_migration(ctx, step.vm), ctx.timeout(step.timeout_s),
+                                f"{step.vm}'s pairs on the destination")
+            entry["destination_pairs_ready_after_s"] = round(waited, 3)
+    else:
+        dst.shutdown()
+        if step.wait_for_pairs:
+            # QEMU re-plugs a primary it unplugged for the migration; the source must be whole again.
+            waited = wait_until(_expected_after_migration(ctx, step.vm), ctx.timeout(60),
+                                f"{step.vm}'s pairs back on the source after a {status} migration")
+            entry["source_pairs_ready_after_s"] = round(waited, 3)
+    entry["destination_events"] = _events_since(dst, dst_cursor)
+    return entry
+
+
+def migrate(ctx: RunContext, step: MigrateStep) -> dict[str, Any]:
+    entries = []
+    for number in range(step.count):
+        entry = _migrate_once(ctx, step, number)
+        entries.append(entry)
+        ctx.log(f"{step.vm}: migration {number + 1}/{step.count} {entry['status']} "
+                f"(total {entry['total_time_ms']} ms, downtime {entry['downtime_ms']} ms, "
+                f"wait-unplug {entry['wait_unplug_ms']} ms)")
+        if entry["status"] != "completed":
+            break
+    last = entries[-1]
+    if last["status"] != step.expect or (step.expect == "completed" and len(entries) < step.count):
+        raise StepFailed(f"{step.vm}: migration {last['number']} ended {last['status']!r} "
+                         f"(cancelled by {last['cancelled_by']}), expected {step.expect!r}; statuses "
+                         f"{last['statuses']}")
+    return {"migrations": [{k: e.get(k) for k in ("number", "status", "total_time_ms", "downtime_ms",
+                                                   "wait_unplug_ms", "cancelled_by")} for e in entries]}
+
+
 HANDLERS: dict[type, Callable[[RunContext, Any], dict[str, Any] | None]] = {
+    MigrateStep: migrate,
     BootStep: boot,
     CheckNetdevsStep: check_netdevs,
     CheckDeviceStep: check_primary_device,

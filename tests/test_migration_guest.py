@@ -1,0 +1,64 @@
+"""Live migration on real guests, read back from the report the CLI writes."""
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).parent.parent
+pytestmark = pytest.mark.guest
+
+
+def _run(tmp_path, scenario, *extra):
+    report = tmp_path / "r.json"
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, "-m", "testbed.cli", "run", str(REPO / "scenarios" / scenario),
+                           "--report", str(report), "--artifacts", str(tmp_path / "art"), "--quiet", *extra],
+                          capture_output=True, text=True, timeout=900)
+    return done, json.loads(report.read_text()), time.monotonic() - started
+
+
+def _order(events, names):
+    """Index of each wanted (event, status) in the recorded events, in the order given."""
+    keys = [(e["event"], e["data"].get("status")) for e in events]
+    return [keys.index(n) for n in names]
+
+
+def test_pci_migration_follows_qemus_failover_sequence_and_the_gap_belongs_to_it(tmp_path):
+    done, report, _ = _run(tmp_path, "live-migration-pci.yaml")
+    assert done.returncode == 0, done.stderr
+    out, back = report["migrations"]
+    for migration in (out, back):
+        assert migration["status"] == "completed"
+        positions = _order(migration["events"], [("MIGRATION", "setup"), ("UNPLUG_PRIMARY", None),
+                                                 ("MIGRATION", "wait-unplug"), ("MIGRATION", "active"),
+                                                 ("MIGRATION", "completed")])
+        assert positions == sorted(positions), migration["events"]
+        assert [e["event"] for e in migration["destination_events"]].count("FAILOVER_NEGOTIATED") == 1
+        assert isinstance(migration["downtime_ms"], int) and 0 < migration["downtime_ms"] < migration["total_time_ms"]
+        assert migration["wait_unplug_ms"] > 0
+    assert (out["from_slot"], out["to_slot"], back["to_slot"]) == (0, 1, 0)
+    migrate_steps = {s["index"] for s in report["steps"] if s["action"] == "migrate"}
+    (ping,) = [t for t in report["traffic"] if t["probe"] == "ping"]
+    assert {g["step"] for g in ping["gaps"] if g["lost"]} & migrate_steps, ping["gaps"]
+    (tcp,) = [t for t in report["traffic"] if t["probe"] == "tcp"]
+    assert tcp["error"] is None
+    # After each migration the destination guest has its three netdevs again.
+    check = next(s for s in report["steps"] if s["action"] == "check-netdevs")
+    roles = sorted(n["role"] for n in check["details"]["netdevs"] if n["mac"] == "52:54:00:00:12:54")
+    assert roles == ["failover", "primary", "standby"]
+
+
+def test_a_guest_that_never_acks_is_cancelled_by_the_testbed_in_bounded_time(tmp_path):
+    timeout_s = 5
+    done, report, wall = _run(tmp_path, "migration-guest-never-acks.yaml", "--set", f"wait_unplug_timeout_s={timeout_s}")
+    assert done.returncode == 0, done.stderr
+    (migration,) = report["migrations"]
+    assert migration["status"] == "cancelled" and migration["cancelled_by"] == "wait-unplug timeout"
+    assert migration["statuses"][:2] == ["setup", "wait-unplug"] and migration["statuses"][-1] == "cancelled"
+    # The timeout, plus QEMU's own 30 s grace for a started unplug, plus a margin: no hang.
+    assert migration["ended_s"] - migration["started_s"] < timeout_s + 30 + 10
+    assert wall < 120
