@@ -229,3 +229,45 @@ def print_probe_bench(results: dict, console: Console) -> None:
     cost.add_row("fping 200/s", str(results["cpu_ping"]["qemu"]), str(results["cpu_ping"]["ping"]))
     cost.add_row("fping + TCP 64 KiB/s", str(results["cpu_ping_tcp"]["qemu"]), str(results["cpu_ping_tcp"]["ping"]))
     console.print(cost)
+
+
+def run_migration_bench(console: Console, memories: tuple[int, ...] = (256, 1024)) -> dict:
+    """live-migration-pci (out and back) per guest size, with and without the announce-self step."""
+    scenario_path = Path(__file__).resolve().parent.parent / "scenarios/live-migration-pci.yaml"
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="testbed-migration-bench-") as tmp:
+        for memory in memories:
+            for announce in (True, False):
+                console.log(f"{memory} MiB, announce-self {'on' if announce else 'off'}")
+                scenario = load_scenario(scenario_path, {"memory": memory, "announce": announce,
+                                                         "migration_gap_ms": 60000})
+                report = run_scenario(scenario, RunOptions(artifacts_dir=Path(tmp) / f"{memory}-{announce}"))
+                (ping,) = [t for t in report.traffic if t["probe"] == "ping"]
+                (tcp,) = [t for t in report.traffic if t["probe"] == "tcp"]
+                steps = report.steps
+                for m_index, migration in zip([s.index for s in steps if s.action == "migrate"],
+                                              report.migrations):
+                    until = next(s.index for s in steps[m_index:] if s.action == "check-traffic")
+                    gaps = [g for g in ping["gaps"] if m_index <= g["step"] <= until]
+                    step = steps[m_index]
+                    rows.append({
+                        "memory_mib": memory, "announce_self": announce, "migration": migration["number"],
+                        "direction": f"{migration['from_slot']}->{migration['to_slot']}",
+                        "status": migration["status"], "passed": report.passed,
+                        "step_wall_s": round((step.ended_s or 0) - step.started_s, 2),
+                        "total_time_ms": migration["total_time_ms"], "downtime_ms": migration["downtime_ms"],
+                        "wait_unplug_ms": migration["wait_unplug_ms"],
+                        "gap_ms": max((g["ms"] for g in gaps), default=0.0),
+                        "lost": sum(g["lost"] for g in gaps), "tcp_max_stall_ms": tcp["max_stall_ms"]})
+    return {"rows": rows}
+
+
+def print_migration_bench(results: dict, console: Console) -> None:
+    table = Table(title="live migration (scenarios/live-migration-pci.yaml, e1000e primary, TCG)")
+    cols = ["memory_mib", "announce_self", "direction", "status", "step_wall_s", "total_time_ms",
+            "downtime_ms", "wait_unplug_ms", "gap_ms", "lost", "tcp_max_stall_ms"]
+    for col in cols:
+        table.add_column(col.replace("_", " "), justify="right")
+    for row in results["rows"]:
+        table.add_row(*(str(row[c]) for c in cols))
+    console.print(table)

@@ -139,8 +139,12 @@ def cmd_check_host(args: argparse.Namespace, console: Console) -> int:
 
 
 def cmd_bench(args: argparse.Namespace, console: Console) -> int:
-    from testbed.bench import print_bench, print_probe_bench, run_bench, run_probe_bench
-    if args.probes:
+    from testbed.bench import (print_bench, print_migration_bench, print_probe_bench, run_bench,
+                               run_migration_bench, run_probe_bench)
+    if args.migration:
+        results = run_migration_bench(console)
+        print_migration_bench(results, Console(width=200))
+    elif args.probes:
         results = run_probe_bench(console)
         print_probe_bench(results, Console(width=160))
     else:
@@ -178,6 +182,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--no-cold", action="store_true", help="skip the cold image build")
     bench.add_argument("--probes", action="store_true",
                        help="measure the traffic probes instead: resolution and CPU cost")
+    bench.add_argument("--migration", action="store_true",
+                       help="measure live migration instead: 256 MiB and 1 GiB, with and without announce-self")
     bench.add_argument("--json", help="also write the figures here")
     bench.set_defaults(func=cmd_bench)
     check = sub.add_parser("check-host", help="check that QEMU can run the testbed")
