@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
+import signal
 import sys
 import time
 from pathlib import Path
@@ -113,7 +115,7 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     artifacts = Path(args.artifacts or f"testbed-artifacts/{scenario.name}-{time.strftime('%Y%m%d-%H%M%S')}")
     options = RunOptions(artifacts_dir=artifacts.resolve(), qemu=args.qemu, accel=args.accel,
                          local_kernel=_local_kernel(args), timeout_scale=args.timeout_scale,
-                         scenario_file=str(args.scenario))
+                         scenario_file=str(args.scenario), keep=args.keep)
     log = (lambda msg: None) if args.quiet else (lambda msg: console.log(msg))
     report = run_scenario(scenario, options, log=log)
     report.write(artifacts / "report.json")
@@ -155,6 +157,91 @@ def cmd_bench(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace, console: Console) -> int:
+    from testbed.timeline import render
+    png, page = render(Path(args.report), Path(args.png) if args.png else None,
+                       Path(args.html) if args.html else None)
+    console.print(f"timeline: {png}\npage: {page}")
+    return 0
+
+
+def _held(args: argparse.Namespace) -> tuple[dict, str | None]:
+    from testbed.hold import held_runs
+    runs = held_runs()
+    if args.run:
+        runs = [r for r in runs if str(r["pid"]) == args.run or r["run"] == args.run]
+    if not runs:
+        raise TestbedError("no held run (start one with `testbed run SCENARIO --keep`)")
+    state = runs[0]
+    vm = getattr(args, "vm", None)
+    if vm is None and len(state["vms"]) == 1:
+        vm = next(iter(state["vms"]))
+    if vm is not None and vm not in state["vms"]:
+        raise TestbedError(f"held run {state['run']} has VMs {sorted(state['vms'])}, not {vm!r}")
+    return state, vm
+
+
+def _enter(state: dict) -> list[str]:
+    return ["nsenter", f"--target={state['netns_pid']}", "--net",
+            *(["--user", "--preserve-credentials"] if state["user_ns"] else [])]
+
+
+def cmd_ssh(args: argparse.Namespace, console: Console) -> int:
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    state, _ = _held(argparse.Namespace(run=args.run, vm=None))
+    vm = args.vm
+    if vm is not None and vm not in state["vms"] and len(state["vms"]) == 1:
+        command, vm = [vm, *command], None  # `testbed ssh -- cmd`: argparse took cmd for the VM
+    state, vm = _held(argparse.Namespace(run=args.run, vm=vm))
+    if vm is None:
+        raise TestbedError(f"which VM? {sorted(state['vms'])}")
+    proxy = shlex.join([*_enter(state), "socat", "-", f"TCP:127.0.0.1:{state['vms'][vm]['ssh_port']}"])
+    argv = ["ssh", "-i", state["ssh_key"], "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+            "-o", "LogLevel=ERROR", "-o", f"ProxyCommand={proxy}", f"root@{vm}", *command]
+    os.execvp(argv[0], argv)
+
+
+def cmd_qmp(args: argparse.Namespace, console: Console) -> int:
+    state, vm = _held(args)
+    if vm is None:
+        raise TestbedError(f"which VM? {sorted(state['vms'])}")
+    argv = [sys.executable, "-m", "qemu.qmp.qmp_shell", "-p", state["vms"][vm]["qmp_socket"]]
+    os.execv(argv[0], argv)
+
+
+def cmd_console(args: argparse.Namespace, console: Console) -> int:
+    state, vm = _held(args)
+    if vm is None:
+        raise TestbedError(f"which VM? {sorted(state['vms'])}")
+    local = "-,raw,echo=0,escape=0x1d" if sys.stdin.isatty() else "-"
+    if sys.stdin.isatty():
+        console.print("console: Ctrl-] leaves")
+    argv = ["socat", local, f"UNIX-CONNECT:{state['vms'][vm]['console_socket']}"]
+    os.execvp(argv[0], argv)
+
+
+def cmd_resume(args: argparse.Namespace, console: Console) -> int:
+    state, _ = _held(args)
+    os.kill(state["pid"], signal.SIGUSR1)
+    return 0
+
+
+def cmd_down(args: argparse.Namespace, console: Console) -> int:
+    from testbed.hold import process_alive
+    from testbed.leftovers import run_leftovers
+    state, _ = _held(args)
+    os.kill(state["pid"], signal.SIGTERM)
+    deadline = time.monotonic() + 120
+    while process_alive(state["pid"]) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    left = run_leftovers(Path(state["artifacts_dir"]))
+    if process_alive(state["pid"]) or left:
+        console.print(f"[red]still there after 120 s:[/red] testbed pid {state['pid']}; {left}")
+        return 1
+    console.print(f"{state['run']}: torn down, nothing left")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="testbed", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -167,6 +254,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--dry-run", action="store_true", help="print the QEMU command lines; start nothing")
     run.add_argument("--timeout-scale", type=float, default=1.0, help="multiply every step timeout")
     run.add_argument("--quiet", action="store_true", help="print only failures")
+    run.add_argument("--keep", action="store_true",
+                     help="on failure or at a pause step, keep the VMs and wait (testbed ssh/qmp/console/down)")
     _add_machine_options(run)
     run.set_defaults(func=cmd_run)
     images = sub.add_parser("images", help="guest images")
@@ -186,6 +275,24 @@ def build_parser() -> argparse.ArgumentParser:
                        help="measure live migration instead: 256 MiB and 1 GiB, with and without announce-self")
     bench.add_argument("--json", help="also write the figures here")
     bench.set_defaults(func=cmd_bench)
+    rep = sub.add_parser("report", help="draw a run's timeline (PNG and self-contained HTML)")
+    rep.add_argument("report", help="report.json of a run")
+    rep.add_argument("--png", help="where to write the PNG (default: next to the report)")
+    rep.add_argument("--html", help="where to write the HTML page (default: next to the report)")
+    rep.set_defaults(func=cmd_report)
+    for name, func, text in (("ssh", cmd_ssh, "ssh into a VM of a held run"),
+                             ("qmp", cmd_qmp, "interactive QMP shell (qemu.qmp's qmp-shell) on a held VM"),
+                             ("console", cmd_console, "the serial console of a held VM"),
+                             ("resume", cmd_resume, "let a run held at a pause step go on"),
+                             ("down", cmd_down, "tear a held run down and check nothing is left")):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("--run", help="held run (testbed pid or artifacts name; default: the newest)")
+        if name in ("ssh", "qmp", "console"):
+            p.add_argument("vm", nargs="?")
+        if name == "ssh":
+            p.add_argument("command", nargs=argparse.REMAINDER, help="command to run (after --)")
+            p.set_defaults(strip_dashes=True)
+        p.set_defaults(func=func)
     check = sub.add_parser("check-host", help="check that QEMU can run the testbed")
     check.add_argument("--qemu")
     check.set_defaults(func=cmd_check_host)

@@ -48,8 +48,10 @@ class MachineArtifacts:
 class QemuMachine:
     def __init__(self, plan: MachinePlan, image: GuestImage, qemu: str, accel: str,
                  netns: NetworkNamespace, artifacts_dir: Path, clock: RunClock,
-                 incoming: bool = False, absent_primaries: frozenset[str] = frozenset()):
+                 incoming: bool = False, absent_primaries: frozenset[str] = frozenset(),
+                 socket_dir: Path | None = None):
         self.plan = plan
+        self.socket_dir = socket_dir
         self.incoming = incoming
         self.absent_primaries = absent_primaries
         self.image = image
@@ -68,8 +70,17 @@ class QemuMachine:
     def name(self) -> str:
         return self.plan.name
 
+    @property
+    def qmp_socket(self) -> Path | None:
+        return self.socket_dir / f"{self.artifacts.directory.name}.qmp" if self.socket_dir else None
+
+    @property
+    def serial_socket(self) -> Path | None:
+        return self.socket_dir / f"{self.artifacts.directory.name}.console" if self.socket_dir else None
+
     def argv(self, qmp_fd: int = 3) -> list[str]:
-        files = LaunchFiles(self.image.kernel, self.image.initrd, self.artifacts.serial_log, qmp_fd)
+        files = LaunchFiles(self.image.kernel, self.image.initrd, self.artifacts.serial_log, qmp_fd,
+                            serial_socket=self.serial_socket, qmp_socket=self.qmp_socket)
         return build_argv(self.qemu, self.plan, files, self.accel, incoming=self.incoming,
                           absent_primaries=self.absent_primaries)
 

@@ -17,6 +17,8 @@ class LaunchFiles:
     initrd: Path
     serial_log: Path
     qmp_fd: int
+    serial_socket: Path | None = None  # interactive console (testbed console); the log is kept either way
+    qmp_socket: Path | None = None     # a second QMP monitor for people (testbed qmp)
 
 
 def _opts(driver: str, props: dict[str, object]) -> str:
@@ -70,9 +72,14 @@ def build_argv(qemu: str, plan: MachinePlan, files: LaunchFiles, accel: str,
           ["-S"]),  # paused until the testbed has set link states and attached its event recorder
         "-kernel", str(files.kernel), "-initrd", str(files.initrd),
         "-append", " ".join(plan.kernel_cmdline()),
-        "-chardev", f"file,id=serial0,path={files.serial_log}", "-serial", "chardev:serial0",
+        "-chardev", (f"socket,id=serial0,path={files.serial_socket},server=on,wait=off,logfile={files.serial_log}"
+                     if files.serial_socket else f"file,id=serial0,path={files.serial_log}"),
+        "-serial", "chardev:serial0",
         "-chardev", f"socket,id=qmp,fd={files.qmp_fd}", "-mon", "chardev=qmp,mode=control",
     ]
+    if files.qmp_socket:
+        argv += ["-chardev", f"socket,id=qmp-user,path={files.qmp_socket},server=on,wait=off",
+                 "-mon", "chardev=qmp-user,mode=control"]
     # Management NIC: user-mode networking restricted to the hostfwd for SSH, never the failover pair.
     argv += ["-netdev", f"user,id=mgmt,restrict=on,hostfwd=tcp:127.0.0.1:{plan.ssh_port}-:22",
              "-device", _opts("virtio-net-pci", {"netdev": "mgmt", "mac": plan.mgmt_mac,

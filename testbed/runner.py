@@ -40,6 +40,8 @@ class RunOptions:
     local_kernel: LocalKernel | None = None
     timeout_scale: float = 1.0
     scenario_file: str = ""
+    keep: bool = False          # on failure or at a pause step, hold the VMs for a person
+    keep_timeout_s: float = 24 * 3600
 
 
 Log = Callable[[str], None]
@@ -64,6 +66,7 @@ class RunContext:
     traffic: dict[tuple[str, str], "TrafficSession"] = field(default_factory=dict)
     snapshots: dict[int, Snapshot] = field(default_factory=dict)  # step index -> counters at its start
     absent_primaries: dict[str, set[str]] = field(default_factory=dict)  # vm -> pairs unplugged by a step
+    down_requested: bool = False  # a person said `testbed down` while the run was held
     retired: list[QemuMachine] = field(default_factory=list)  # migration sources, for teardown
 
     def timeout(self, seconds: float) -> float:
@@ -87,7 +90,8 @@ class RunContext:
         machine = QemuMachine(self.plans[name].on_slot(slot), self.image, self.qemu.path, self.accel,
                               self.netns, self.options.artifacts_dir / label, self.clock,
                               incoming=incoming,
-                              absent_primaries=frozenset(self.absent_primaries.get(name, ())))
+                              absent_primaries=frozenset(self.absent_primaries.get(name, ())),
+                              socket_dir=self.scratch_dir())
         vm_report = self.report.vms.setdefault(name, VmReport())
         vm_report.artifacts = {k: str(getattr(machine.artifacts, k)) for k in
                                ("serial_log", "qemu_stderr", "qmp_events", "dmesg", "argv")}
@@ -249,13 +253,17 @@ class _SetupFailed(Exception):
 
 
 def run_scenario(scenario: Scenario, options: RunOptions, log: Log = lambda msg: None) -> RunReport:
-    """Runs every step until the first failure; returns the report (passed or not)."""
+    """Runs every step until the first failure; returns the report (passed or not). With
+    options.keep, a failed run holds its VMs (see testbed.hold) before tearing down."""
+    from testbed.hold import hold
     report: RunReport | None = None
     try:
         with live_run(scenario, options, log) as run:
             report = run.ctx.report
             for step in scenario.steps:
                 if not run.step(step).ok:
+                    if options.keep and not run.ctx.down_requested:
+                        hold(run.ctx, f"step {report.steps[-1].index} ({step.action}) failed")
                     break
         report.passed = len(report.steps) == len(scenario.steps) and all(s.ok for s in report.steps)
     except _SetupFailed as e:

@@ -220,6 +220,14 @@ class CheckTrafficStep(PairStep):
     min_packets: int = Field(20, ge=0)
 
 
+class PauseStep(Strict):
+    """With `testbed run --keep`: hold here, print how to reach the VMs, and go on after
+    `testbed resume` (or tear down after `testbed down`). Without --keep it does nothing, so a
+    scenario with a pause still runs unattended in CI."""
+    action: Literal["pause"]
+    message: str = ""
+
+
 class MigrateStep(StepBase):
     """Live-migrates a VM to a destination QEMU (same devices, -incoming defer, its own taps on the
     other host's bridge) over a unix socket, then carries on with the destination. count > 1 goes
@@ -243,7 +251,7 @@ class MigrateStep(StepBase):
 
 Step = Annotated[Union[BootStep, CheckNetdevsStep, CheckDeviceStep, SleepStep, StartTrafficStep,
                        UnplugPrimaryStep, PlugPrimaryStep, SetLinkStep, AnnounceSelfStep, FdbStep,
-                       ExecStep, CheckTrafficStep, MigrateStep],
+                       ExecStep, CheckTrafficStep, MigrateStep, PauseStep],
                  Field(discriminator="action")]
 
 
@@ -323,7 +331,7 @@ def _key_path(loc: tuple) -> str:
 
 _STEP_ACTIONS = {"boot", "check-netdevs", "check-primary-device", "sleep", "start-traffic",
                  "unplug-primary", "plug-primary", "set-link", "announce-self", "fdb", "exec",
-                 "check-traffic", "migrate"}
+                 "check-traffic", "migrate", "pause"}
 
 
 def render(path: Path, variables: dict[str, Any] | None = None) -> str:

@@ -16,6 +16,7 @@ from testbed.datapath import path_shares, stable
 from testbed.qemu_argv import primary_props
 from testbed.scenario import (AnnounceSelfStep, BootStep, CheckDeviceStep, CheckNetdevsStep,
                               CheckTrafficStep, ExecStep, Expectation, FdbStep, MigrateStep, Nic, Path_,
+                              PauseStep,
                               PlugPrimaryStep, SetLinkStep, SleepStep, StartTrafficStep, Step,
                               UnplugPrimaryStep)
 from testbed.traffic import PingProbe, StepWindow, TcpProbe, TrafficSession
@@ -55,6 +56,10 @@ def boot(ctx: RunContext, step: BootStep) -> dict[str, Any]:
             raise StepFailed(f"{e}\n{machine.stderr_tail()}") from e
         ssh_ready = ctx.clock.now() - (machine.launched_at or 0)
         timings = {"ssh_ready_s": round(ssh_ready, 3)}
+        # Places the guest's dmesg timestamps on the run clock (to a few ms: half an SSH round trip).
+        before = ctx.clock.now()
+        uptime = float(shell.run(["cat", "/proc/uptime"]).stdout.split()[0])
+        timings["guest_clock_offset_s"] = round((before + ctx.clock.now()) / 2 - uptime, 3)
         if step.wait_for_pairs:
             check = _pairs_check(shell, ctx, name, None, None)
             wait_until(check, ctx.timeout(step.timeout_s), f"{name}'s failover pairs to settle")
@@ -291,8 +296,16 @@ def check_traffic(ctx: RunContext, step: CheckTrafficStep) -> dict[str, Any]:
 def traffic_report(ctx: RunContext, session: TrafficSession) -> list[dict[str, Any]]:
     windows = step_windows(ctx)
     ping = session.ping.result(windows)
+    bin_s = 0.01
+    replies = sorted(r.t for r in session.ping.replies if not r.duplicate)
+    counts: list[int] = []
+    if replies:
+        counts = [0] * (int((replies[-1] - session.ping.started_s) / bin_s) + 1)
+        for t in replies:
+            counts[max(0, int((t - session.ping.started_s) / bin_s))] += 1
     entries: list[dict[str, Any]] = [{
         "vm": session.vm, "pair": session.pair, "probe": "ping", "target": session.target,
+        "timeline": {"start_s": round(session.ping.started_s, 4), "bin_s": bin_s, "received": counts},
         "interval_ms": session.ping.interval_s * 1000, "sent": ping.sent, "received": ping.received,
         "lost": ping.lost, "duplicates": ping.duplicates, "reordered": ping.reordered,
         "max_gap_ms": ping.max_gap_ms,
@@ -447,8 +460,19 @@ def migrate(ctx: RunContext, step: MigrateStep) -> dict[str, Any]:
                                                    "wait_unplug_ms", "cancelled_by")} for e in entries]}
 
 
+def pause(ctx: RunContext, step: PauseStep) -> dict[str, Any]:
+    if not ctx.options.keep:
+        return {"held": False}
+    from testbed.hold import hold
+    resumed = hold(ctx, step.message or "pause step", resumable=True)
+    if not resumed:
+        raise StepFailed("torn down at the pause step (testbed down)")
+    return {"held": True}
+
+
 HANDLERS: dict[type, Callable[[RunContext, Any], dict[str, Any] | None]] = {
     MigrateStep: migrate,
+    PauseStep: pause,
     BootStep: boot,
     CheckNetdevsStep: check_netdevs,
     CheckDeviceStep: check_primary_device,

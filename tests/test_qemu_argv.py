@@ -5,7 +5,7 @@ from testbed.qemu_argv import LaunchFiles, build_argv, primary_props
 from testbed.scenario import load_scenario
 
 SCENARIOS = Path(__file__).parent.parent / "scenarios"
-FILES = LaunchFiles(Path("/k"), Path("/i"), Path("/s.log"), 7)
+FILES = LaunchFiles(Path("/k"), Path("/i"), Path("/s.log"), 7, serial_socket=Path("/r/c"), qmp_socket=Path("/r/q"))
 
 
 def _devices(argv):
@@ -38,6 +38,8 @@ def test_every_nic_sits_on_its_own_root_port_and_the_qmp_fd_is_passed():
              if d.startswith(("virtio-net-pci,id=", "igb", "e1000e"))]
     assert sorted(buses) == ["rp0p", "rp0s", "rp1p", "rp1s"]
     assert "socket,id=qmp,fd=7" in argv
+    assert "socket,id=serial0,path=/r/c,server=on,wait=off,logfile=/s.log" in argv
+    assert "socket,id=qmp-user,path=/r/q,server=on,wait=off" in argv
 
 
 def test_replug_reuses_the_launch_properties():

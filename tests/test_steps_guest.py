@@ -28,7 +28,9 @@ def test_exec_fdb_and_announce_self(tmp_path):
         wrong = run.step(ExecStep(action="exec", vm="vm1", command="echo oops >&2; exit 3"))
         assert not wrong.ok and "exited 3, expected 0: oops" in wrong.error
 
-        # The bridge learned the guest's MAC on the primary's tap; deleting it twice shows it gone.
+        # The guest talks to the peer through its primary, so the bridge learns its MAC on the
+        # primary's tap; deleting the entry twice shows it gone.
+        assert run.step(ExecStep(action="exec", vm="vm1", command=["ping", "-c", "2", "-W", "2", "192.168.77.1"])).ok
         first = run.step(FdbStep(action="fdb", vm="vm1", pair="net0", op="del", port="primary"))
         second = run.step(FdbStep(action="fdb", vm="vm1", pair="net0", op="del", port="primary"))
         assert first.details["entry_existed"] is True and second.details["entry_existed"] is False
