@@ -116,8 +116,17 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     options = RunOptions(artifacts_dir=artifacts.resolve(), qemu=args.qemu, accel=args.accel,
                          local_kernel=_local_kernel(args), timeout_scale=args.timeout_scale,
                          scenario_file=str(args.scenario), keep=args.keep)
-    log = (lambda msg: None) if args.quiet else (lambda msg: console.log(msg))
-    report = run_scenario(scenario, options, log=log)
+    if args.quiet:
+        report = run_scenario(scenario, options, log=lambda msg: None)
+    elif console.is_terminal and not args.keep:
+        # A live status line (image build, current step) above the timestamped log.
+        with console.status(f"{scenario.name}: preparing (guest image, QEMU checks)") as status:
+            def log(msg: str) -> None:
+                console.log(msg)
+                status.update(f"{scenario.name}: {msg}")
+            report = run_scenario(scenario, options, log=log)
+    else:
+        report = run_scenario(scenario, options, log=lambda msg: console.log(msg))
     report.write(artifacts / "report.json")
     if args.report:
         report.write(Path(args.report))

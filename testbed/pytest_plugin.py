@@ -3,6 +3,7 @@ scenarios from Python tests."""
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from pathlib import Path
@@ -28,11 +29,26 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="where runs keep serial logs, QMP events, dmesg and reports (default: pytest's tmp)")
     group.addoption("--testbed-timeout-scale", type=float, default=1.0,
                     help="multiply every step timeout (TCG on a slow machine)")
+    group.addoption("--testbed-keep-on-failure", action="store_true",
+                    help="hold a failed scenario's VMs for testbed ssh/qmp/console until testbed down (use with -s)")
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "guest: boots real QEMU guests")
-    config.addinivalue_line("markers", "scenario(path): a scenario file run as a test")
+    config.addinivalue_line("markers", "slow: takes minutes under TCG")
+    config.addinivalue_line("markers", "kvm: needs working KVM; skipped where the KVM probe boot fails")
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    if item.get_closest_marker("kvm") is None:
+        return
+    from testbed.images import ensure_image
+    from testbed.qemu_host import choose_accel, inspect_qemu
+    if item.config.getoption("testbed_accel") == "tcg":
+        pytest.skip("KVM test, but --testbed-accel=tcg")
+    qemu = inspect_qemu(item.config.getoption("testbed_qemu")).require()
+    if choose_accel("auto", qemu, ensure_image().kernel) != "kvm":
+        pytest.skip("KVM test: /dev/kvm is missing or a probe boot of the guest kernel under KVM failed")
 
 
 def _options(config: pytest.Config, name: str, base: Path) -> RunOptions:
@@ -44,7 +60,8 @@ def _options(config: pytest.Config, name: str, base: Path) -> RunOptions:
     directory = root / worker / re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
     return RunOptions(artifacts_dir=directory.resolve(), qemu=config.getoption("testbed_qemu"),
                       accel=config.getoption("testbed_accel"), local_kernel=local,
-                      timeout_scale=config.getoption("testbed_timeout_scale"))
+                      timeout_scale=config.getoption("testbed_timeout_scale"),
+                      keep=config.getoption("testbed_keep_on_failure"))
 
 
 class ScenarioFailed(Exception):
@@ -62,10 +79,19 @@ def describe_failure(report: RunReport) -> str:
     if report.error:
         lines.append(f"  error: {report.error}")
     lines.append(f"  artifacts: {report.artifacts_dir}")
+    lines.append(f"    report: {Path(report.artifacts_dir) / 'report.json'}")
     for vm, info in report.vms.items():
         for kind, path in info.artifacts.items():
             lines.append(f"    {vm} {kind}: {path}")
+    for t in report.traffic:
+        if t.get("log"):
+            lines.append(f"    {t['vm']}/{t['pair']} traffic log: {t['log']}")
     return "\n".join(lines)
+
+
+def step_table(report: RunReport) -> str:
+    return "\n".join(f"  step {s.index:2} {s.action:22} {s.started_s:8.2f}s .. {s.ended_s or 0:8.2f}s "
+                     f"{'ok' if s.ok else 'FAILED: ' + (s.error or '')}" for s in report.steps)
 
 
 class ScenarioItem(pytest.Item):
@@ -73,15 +99,22 @@ class ScenarioItem(pytest.Item):
         super().__init__(**kwargs)
         self.scenario_path = path_for_scenario
         self.add_marker("guest")
+        try:
+            for marker in load_scenario(path_for_scenario).markers:
+                self.add_marker(marker)
+        except TestbedError:
+            pass  # reported by runtest, with file and key
 
     def runtest(self) -> None:
         scenario = load_scenario(self.scenario_path)
         base = self.config._tmp_path_factory.getbasetemp() / "testbed"  # type: ignore[attr-defined]
         options = _options(self.config, self.scenario_path.stem, base)
         options.scenario_file = str(self.scenario_path)
-        report = run_scenario(scenario, options, log=lambda msg: None)
-        report.write(options.artifacts_dir / "report.json")
         self.user_properties.append(("artifacts", str(options.artifacts_dir)))
+        report = run_scenario(scenario, options, log=logging.getLogger(f"testbed.{scenario.name}").info)
+        report.write(options.artifacts_dir / "report.json")
+        self.user_properties.append(("report", str(options.artifacts_dir / "report.json")))
+        self.add_report_section("call", "testbed steps", step_table(report))
         if not report.passed:
             raise ScenarioFailed(report)
 

@@ -137,8 +137,10 @@ class RunContext:
 
     def stop_traffic(self) -> None:
         from testbed.steps import traffic_report
-        for key, session in self.traffic.items():
+        for (vm, pair), session in self.traffic.items():
             session.stop()
+            log = self.options.artifacts_dir / f"traffic-{vm}-{pair}.log"
+            log.write_text("".join(session.ping.raw_lines))
         self.report.traffic = [entry for session in self.traffic.values()
                                for entry in traffic_report(self, session)]
 

@@ -267,6 +267,9 @@ class Network(Strict):
 class Scenario(Strict):
     name: str
     description: str = ""
+    # pytest markers for the scenario's test item: "slow" (minutes), "kvm" (skipped where KVM
+    # does not boot a guest), or any name registered by the project using it.
+    markers: list[str] = []
     network: Network = Network()
     vms: list[VM] = Field(min_length=1)
     steps: list[Step] = Field(min_length=1)

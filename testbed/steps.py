@@ -306,6 +306,7 @@ def traffic_report(ctx: RunContext, session: TrafficSession) -> list[dict[str, A
     entries: list[dict[str, Any]] = [{
         "vm": session.vm, "pair": session.pair, "probe": "ping", "target": session.target,
         "timeline": {"start_s": round(session.ping.started_s, 4), "bin_s": bin_s, "received": counts},
+        "log": str(ctx.options.artifacts_dir / f"traffic-{session.vm}-{session.pair}.log"),
         "interval_ms": session.ping.interval_s * 1000, "sent": ping.sent, "received": ping.received,
         "lost": ping.lost, "duplicates": ping.duplicates, "reordered": ping.reordered,
         "max_gap_ms": ping.max_gap_ms,

@@ -57,8 +57,8 @@ def render(report_path: Path, png: Path | None = None, html_path: Path | None = 
         for i, step in enumerate(report["steps"]):
             ax.axvspan(step["started_s"], step.get("ended_s") or end, color="#000000" if i % 2 else "#888888",
                        alpha=0.05, lw=0)
-            ax.text(step["started_s"], 1.01, f"{step['index']} {step['action']}", rotation=45, fontsize=7,
-                    transform=ax.get_xaxis_transform(), va="bottom", ha="left",
+            ax.text(step["started_s"], 1.01 + 0.07 * (i % 3), f"{step['index']} {step['action']}", fontsize=7,
+                    transform=ax.get_xaxis_transform(), va="bottom", ha="left", rotation=20,
                     color="black" if step["ok"] else "red")
         ymax = 1.0
         for t in report.get("traffic", []):
@@ -83,7 +83,7 @@ def render(report_path: Path, png: Path | None = None, html_path: Path | None = 
         ax.axvspan(0, 0, color="red", alpha=0.3, label="gaps")
         ax.set_ylim(0, ymax * 2.4)
         ax.set_ylabel(f"{vm}\nreplies / 10 ms")
-        ax.legend(loc="upper left", fontsize=7)
+        ax.legend(loc="upper left", bbox_to_anchor=(1.005, 1.0), fontsize=7)
     axes[-1, 0].set_xlabel("run time (s)")
     axes[-1, 0].set_xlim(0, end)
     fig.suptitle(f"{report['scenario']}: {'passed' if report['passed'] else 'FAILED'} in {report['duration_s']:.1f} s",

@@ -44,6 +44,16 @@ def test_igb_vf_unplug_replug_report_attributes_gaps_and_shows_the_datapath(tmp_
     (tcp,) = [t for t in report["traffic"] if t["probe"] == "tcp"]
     assert tcp["error"] is None and tcp["bytes_echoed"] > 100_000
 
+    # The timeline: a PNG, and a page whose gap table puts the unplug gap in the unplug step.
+    drawn = subprocess.run([sys.executable, "-m", "testbed.cli", "report", str(tmp_path / "r.json")],
+                           capture_output=True, text=True, timeout=120)
+    assert drawn.returncode == 0, drawn.stderr
+    png = (tmp_path / "r.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20_000
+    page = (tmp_path / "r.html").read_text()
+    unplug_gap = next(g for g in ping["gaps"] if g["step"] == unplug)
+    assert f"<td>{unplug_gap['start_s']:.3f}</td><td>{unplug_gap['ms']}</td>" in page
+    assert f"<td>{unplug} unplug-primary</td>" in page
 
 def test_a_broken_threshold_fails_naming_step_gap_and_threshold(tmp_path):
     done, report = _run(tmp_path, "unplug-replug-pci.yaml", "--set", "unplug_gap_ms=0")
