@@ -7,9 +7,7 @@ Figures are printed, never asserted: this is a benchmark, not a timed test."""
 
 from __future__ import annotations
 
-import json
 import os
-import re
 import resource
 import statistics
 import subprocess
@@ -21,7 +19,6 @@ from rich.console import Console
 from rich.table import Table
 
 from testbed.images import ensure_image
-from testbed.machine import MachineArtifacts
 from testbed.netns import NetworkNamespace
 from testbed.network import NetworkPlan
 from testbed.plan import plan_machines
@@ -183,7 +180,8 @@ def run_probe_bench(console: Console, outages_ms: tuple[int, ...] = (5, 10, 20, 
                 "p99": round(1000 * intervals[int(len(intervals) * 0.99)], 2),
                 "max": round(1000 * intervals[-1], 2)}
             console.log("CPU: ping + TCP echo stream at 64 KiB/s")
-            ctx.shell("vm1").run("setsid socat TCP-LISTEN:5999,reuseaddr EXEC:/bin/cat </dev/null >/dev/null 2>&1 &")
+            ctx.shell("vm1").run(["/usr/lib/testbed/detach", "/dev/null", "socat", "TCP-LISTEN:5999,reuseaddr",
+                                  "EXEC:/bin/cat"])
             time.sleep(0.5)
             assert ctx.peer is not None
             tcp = TcpProbe(ctx.peer, session.target, 5999, ctx.clock)

@@ -13,6 +13,7 @@ from testbed.guest_shell import GuestShell
 from testbed.runner import RunContext
 from testbed.waiting import wait_until
 from testbed.datapath import path_shares, stable
+from testbed.plan import PairPlan
 from testbed.qemu_argv import primary_props
 from testbed.scenario import (AnnounceSelfStep, BootStep, CheckDeviceStep, CheckNetdevsStep,
                               CheckTrafficStep, ExecStep, Expectation, FdbStep, MigrateStep, Nic, Path_,
@@ -24,20 +25,24 @@ from testbed.traffic import PingProbe, StepWindow, TcpProbe, TrafficSession
 TCP_ECHO_PORT_BASE = 5001
 
 
-def _pairs_check(shell: GuestShell, ctx: RunContext, vm: str, pair_names: list[str] | None,
-                 expect: Expectation | None) -> Callable[[], str | None]:
-    plan = ctx.plans[vm]
-    pairs = [p for p in plan.pairs if pair_names is None or p.pair.name in pair_names]
-    last: list[list[Netdev]] = [[]]
+class PairsCheck:
+    """Reads the guest's netdevs and describes what differs from each pair's expectation (None when
+    everything is as expected). `last` keeps the netdevs of the latest reading for the report."""
 
-    def check() -> str | None:
-        netdevs = read_netdevs(shell)
-        last[0] = netdevs
-        problems = [problem for p in pairs
-                    for problem in pair_problems(netdevs, p, expect or default_expectation(p))]
-        return explain(problems, netdevs) if problems else None
-    check.last = last  # type: ignore[attr-defined]
-    return check
+    def __init__(self, shell: GuestShell, pairs: list[PairPlan], expect: Callable[[PairPlan], Expectation]):
+        self.shell, self.pairs, self.expect = shell, pairs, expect
+        self.last: list[Netdev] = []
+
+    def __call__(self) -> str | None:
+        self.last = read_netdevs(self.shell)
+        problems = [problem for p in self.pairs for problem in pair_problems(self.last, p, self.expect(p))]
+        return explain(problems, self.last) if problems else None
+
+
+def _pairs_check(shell: GuestShell, ctx: RunContext, vm: str, pair_names: list[str] | None,
+                 expect: Expectation | None) -> PairsCheck:
+    pairs = [p for p in ctx.plan(vm).pairs if pair_names is None or p.pair.name in pair_names]
+    return PairsCheck(shell, pairs, lambda p: expect or default_expectation(p))
 
 
 def boot(ctx: RunContext, step: BootStep) -> dict[str, Any]:
@@ -64,7 +69,7 @@ def boot(ctx: RunContext, step: BootStep) -> dict[str, Any]:
             check = _pairs_check(shell, ctx, name, None, None)
             wait_until(check, ctx.timeout(step.timeout_s), f"{name}'s failover pairs to settle")
             timings["pairs_ready_s"] = round(ctx.clock.now() - (machine.launched_at or 0), 3)
-            ctx.report.vms[name].netdevs = [n.as_dict() for n in check.last[0]]  # type: ignore[attr-defined]
+            ctx.report.vms[name].netdevs = [n.as_dict() for n in check.last]
         ctx.report.vms[name].boot = timings
         details[name] = timings
         ctx.log(f"{name}: SSH after {timings['ssh_ready_s']}s, pairs after {timings.get('pairs_ready_s')}s")
@@ -79,7 +84,7 @@ def check_netdevs(ctx: RunContext, step: CheckNetdevsStep) -> dict[str, Any]:
         waited = 0.0
         if (problem := check()) is not None:
             raise StepFailed(f"{step.vm}: expected {step.expect}: {problem}")
-    netdevs = check.last[0]  # type: ignore[attr-defined]
+    netdevs = check.last
     ctx.report.vms[step.vm].netdevs = [n.as_dict() for n in netdevs]
     return {"waited_s": round(waited, 3), "netdevs": [n.as_dict() for n in netdevs]}
 
@@ -128,12 +133,11 @@ def start_traffic(ctx: RunContext, step: StartTrafficStep) -> dict[str, Any]:
     tcp = None
     if step.tcp:
         port = TCP_ECHO_PORT_BASE + plan.pairs.index(pair)
-        # socat echoes every byte back, so the peer sees both directions of one connection. setsid
-        # detaches it from the SSH session, which would otherwise take it down when the channel closes.
+        # socat echoes every byte back, so the peer sees both directions of one connection.
         log = f"/tmp/tcp-echo-{port}.log"
         shell = ctx.shell(step.vm)
-        shell.run(f"setsid socat TCP-LISTEN:{port},bind={target},reuseaddr EXEC:/bin/cat "
-                  f"</dev/null >{log} 2>&1 &", timeout=10)
+        shell.run(["/usr/lib/testbed/detach", log, "socat", f"TCP-LISTEN:{port},bind={target},reuseaddr",
+                   "EXEC:/bin/cat"], timeout=10)
         tcp = TcpProbe(ctx.peer, target, port, ctx.clock, rate_bytes_s=step.tcp_rate_kib_s * 1024)
         try:
             wait_until(lambda: _try_start(tcp), ctx.timeout(min(step.timeout_s, 15)),
@@ -380,17 +384,11 @@ def _reconnect(ctx: RunContext, vm: str, timeout: float) -> None:
     ctx.shells[vm] = shell
 
 
-def _expected_after_migration(ctx: RunContext, vm: str) -> Callable[[], str | None]:
+def _expected_after_migration(ctx: RunContext, vm: str) -> PairsCheck:
+    """Pairs whose primary a step unplugged stay standby-only; the others as they boot."""
     absent = ctx.absent_primaries.get(vm, set())
-    plan = ctx.plan(vm)
-    shell = ctx.shell(vm)
-
-    def check() -> str | None:
-        netdevs = read_netdevs(shell)
-        problems = [problem for p in plan.pairs for problem in pair_problems(
-            netdevs, p, Expectation.STANDBY_ONLY if p.pair.name in absent else default_expectation(p))]
-        return explain(problems, netdevs) if problems else None
-    return check
+    return PairsCheck(ctx.shell(vm), ctx.plan(vm).pairs,
+                      lambda p: Expectation.STANDBY_ONLY if p.pair.name in absent else default_expectation(p))
 
 
 def _migrate_once(ctx: RunContext, step: MigrateStep, number: int) -> dict[str, Any]:

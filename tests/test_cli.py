@@ -1,7 +1,6 @@
 """The command line as a user meets it: rejections before anything starts, and the report contract."""
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
