@@ -14,7 +14,7 @@ import pytest
 from testbed.errors import TestbedError
 from testbed.images import GuestImage, LocalKernel, ensure_image
 from testbed.report import RunReport
-from testbed.runner import RunOptions, run_scenario
+from testbed.runner import RunOptions, live_run, run_scenario
 from testbed.scenario import Scenario, load_scenario
 
 
@@ -149,7 +149,7 @@ def testbed_image(pytestconfig: pytest.Config) -> GuestImage:
 
 
 @pytest.fixture
-def run_testbed_scenario(pytestconfig: pytest.Config, tmp_path: Path,
+def run_testbed_scenario(request: pytest.FixtureRequest, pytestconfig: pytest.Config, tmp_path: Path,
                          testbed_image: GuestImage) -> Callable[..., RunReport]:
     """Runs a scenario (a path, or a Scenario built in Python) and returns its report.
     It does not assert: the test decides what a pass is."""
@@ -158,7 +158,27 @@ def run_testbed_scenario(pytestconfig: pytest.Config, tmp_path: Path,
         if not isinstance(scenario, Scenario):
             scenario = load_scenario(scenario, variables)
         options = _options(pytestconfig, name or scenario.name, tmp_path)
-        report = run_scenario(scenario, options)
+        request.node.user_properties.append(("artifacts", str(options.artifacts_dir)))
+        report = run_scenario(scenario, options, log=logging.getLogger(f"testbed.{scenario.name}").info)
         report.write(options.artifacts_dir / "report.json")
         return report
     return run
+
+
+@pytest.fixture
+def live_testbed(request: pytest.FixtureRequest, pytestconfig: pytest.Config, tmp_path: Path,
+                 testbed_image: GuestImage) -> Callable[..., Any]:
+    """Opens a run to drive step by step, with the plugin's options:
+
+        with live_testbed("scenarios/standby-pci.yaml") as run:
+            run.step(BootStep(action="boot"))
+            run.ctx.machine("vm1").qmp.execute("query-status")
+    """
+    def open_run(scenario: Scenario | str | Path, variables: dict[str, Any] | None = None,
+                 name: str | None = None):
+        if not isinstance(scenario, Scenario):
+            scenario = load_scenario(scenario, variables)
+        options = _options(pytestconfig, name or scenario.name, tmp_path)
+        request.node.user_properties.append(("artifacts", str(options.artifacts_dir)))
+        return live_run(scenario, options, log=logging.getLogger(f"testbed.{scenario.name}").info)
+    return open_run
