@@ -8,6 +8,7 @@ the namespace disappears with the last process in it.
 from __future__ import annotations
 
 import os
+import select
 import socket
 import subprocess
 import sys
@@ -31,11 +32,14 @@ class NetworkNamespace:
         unshare = ["unshare", "--net"] + (["--user", "--map-root-user"] if user_ns else [])
         holder = spawn([*unshare, "--", sys.executable, "-c", _HOLDER],
                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        line = holder.stdout.readline() if holder.stdout else ""
+        assert holder.stdout is not None
+        ready, _, _ = select.select([holder.stdout], [], [], 10)
+        line = holder.stdout.readline() if ready else ""
         if line.strip() != "ready":
             holder.kill()
             _, err = holder.communicate(timeout=5)
-            raise TestbedError(f"could not create a network namespace with {' '.join(unshare)}: {err.strip()}")
+            raise TestbedError(f"could not create a network namespace with {' '.join(unshare)} within 10 s: "
+                               f"{err.strip() or 'no error output'}")
         ns = cls(holder, user_ns)
         ns.run(["ip", "link", "set", "lo", "up"])
         return ns
