@@ -36,11 +36,8 @@ def _raw_boot(scenario_path: Path, accel: str, workdir: Path) -> dict[str, float
     image = ensure_image()
     (plan,) = plan_machines(load_scenario(scenario_path))[:1]
     serial = workdir / "raw-serial.log"
-    argv = build_argv(inspect_qemu().path, plan, LaunchFiles(image.kernel, image.initrd, serial, 0), accel)
-    i = argv.index("-S")
-    argv = argv[:i] + argv[i + 1:]
-    i = argv.index("socket,id=qmp,fd=0")
-    argv = argv[:i - 1] + argv[i + 3:]  # drop -chardev socket... -mon ...
+    argv = build_argv(inspect_qemu().path, plan, LaunchFiles(image.kernel, image.initrd, serial, None), accel,
+                      paused=False)
     netns = NetworkNamespace.create()
     try:
         NetworkPlan.for_machines([plan]).apply(netns)

@@ -16,7 +16,7 @@ class LaunchFiles:
     kernel: Path
     initrd: Path
     serial_log: Path
-    qmp_fd: int
+    qmp_fd: int | None  # None: no testbed QMP monitor (the benchmark's raw boot)
     serial_socket: Path | None = None  # interactive console (testbed console); the log is kept either way
     qmp_socket: Path | None = None     # a second QMP monitor for people (testbed qmp)
 
@@ -59,24 +59,26 @@ def primary_props(pair: PairPlan) -> dict[str, object]:
 
 
 def build_argv(qemu: str, plan: MachinePlan, files: LaunchFiles, accel: str,
-               incoming: bool = False, absent_primaries: frozenset[str] = frozenset()) -> list[str]:
+               incoming: bool = False, absent_primaries: frozenset[str] = frozenset(),
+               paused: bool = True) -> list[str]:
     """incoming: a migration destination (-incoming defer, runs as soon as the state arrived).
-    absent_primaries: pairs whose primary was unplugged on the source and so must not exist here."""
+    absent_primaries: pairs whose primary was unplugged on the source and so must not exist here.
+    paused: start with -S, so the testbed can set link states and attach its recorder first."""
     vm = plan.vm
     argv = [
         qemu, "-name", f"{vm.name},debug-threads=on",
         "-machine", "q35", "-accel", accel, "-cpu", "max" if accel == "tcg" else "host",
         "-smp", str(vm.cpus), "-m", f"{vm.memory_mib}M",
         "-nodefaults", "-no-user-config", "-display", "none", "-vga", "none", "-no-reboot",
-        *(["-incoming", "defer"] if incoming else
-          ["-S"]),  # paused until the testbed has set link states and attached its event recorder
+        *(["-incoming", "defer"] if incoming else ["-S"] if paused else []),
         "-kernel", str(files.kernel), "-initrd", str(files.initrd),
         "-append", " ".join(plan.kernel_cmdline()),
         "-chardev", (f"socket,id=serial0,path={files.serial_socket},server=on,wait=off,logfile={files.serial_log}"
                      if files.serial_socket else f"file,id=serial0,path={files.serial_log}"),
         "-serial", "chardev:serial0",
-        "-chardev", f"socket,id=qmp,fd={files.qmp_fd}", "-mon", "chardev=qmp,mode=control",
     ]
+    if files.qmp_fd is not None:
+        argv += ["-chardev", f"socket,id=qmp,fd={files.qmp_fd}", "-mon", "chardev=qmp,mode=control"]
     if files.qmp_socket:
         argv += ["-chardev", f"socket,id=qmp-user,path={files.qmp_socket},server=on,wait=off",
                  "-mon", "chardev=qmp-user,mode=control"]

@@ -120,7 +120,7 @@ class RunContext:
         out: Snapshot = {}
         for vm in vms:
             if vm in self.shells and self.machines[vm].alive():
-                out[vm] = read_counters(self.shells[vm], self.plans[vm])
+                out[vm] = read_counters(self.shells[vm], self.plan(vm))
         return out
 
     def take_snapshot(self, index: int) -> None:
@@ -237,21 +237,22 @@ def live_run(scenario: Scenario, options: RunOptions, log: Log = lambda msg: Non
         report.error = "interrupted"
         raise
     except TestbedError as e:
-        if not holder:
-            report.error = str(e)  # set-up failed: no step ran
-        else:
+        if holder:
             raise
+        report.error = str(e)  # set-up failed: no step ran
+        raise SetupFailed(report) from e
     finally:
         report.duration_s = round(clock.now(), 3)
         if previous_sigterm is not None:
             signal.signal(signal.SIGTERM, previous_sigterm)
-    if not holder:  # set-up failed; the caller reads report.error
-        raise _SetupFailed(report)
 
 
-class _SetupFailed(Exception):
+class SetupFailed(TestbedError):
+    """The run could not be set up (QEMU, image, namespaces); no step ran. Carries the report."""
+
     def __init__(self, report: RunReport):
         self.report = report
+        super().__init__(report.error or "set-up failed")
 
 
 def run_scenario(scenario: Scenario, options: RunOptions, log: Log = lambda msg: None) -> RunReport:
@@ -268,7 +269,7 @@ def run_scenario(scenario: Scenario, options: RunOptions, log: Log = lambda msg:
                         hold(run.ctx, f"step {report.steps[-1].index} ({step.action}) failed")
                     break
         report.passed = len(report.steps) == len(scenario.steps) and all(s.ok for s in report.steps)
-    except _SetupFailed as e:
+    except SetupFailed as e:
         report = e.report
     assert report is not None
     return report

@@ -52,7 +52,7 @@ def boot(ctx: RunContext, step: BootStep) -> dict[str, Any]:
     details: dict[str, Any] = {}
     for name in names:
         machine = ctx.machine(name)
-        shell = GuestShell(name, ctx.netns, ctx.plans[name].ssh_port, ctx.image.ssh_key)
+        shell = GuestShell(name, ctx.netns, machine.plan.ssh_port, ctx.image.ssh_key)
         ctx.shells[name] = shell
         try:
             machine.wait_for_console("testbed: ssh up", ctx.timeout(step.timeout_s))
@@ -104,7 +104,7 @@ def _realized_devices(ctx: RunContext, vm: str) -> set[str]:
 
 
 def check_primary_device(ctx: RunContext, step: CheckDeviceStep) -> dict[str, Any]:
-    pair = ctx.plans[step.vm].pair(step.pair)
+    pair = ctx.plan(step.vm).pair(step.pair)
     assert pair.primary is not None
     machine = ctx.machine(step.vm)
     present = pair.primary.device_id in _realized_devices(ctx, step.vm)
@@ -126,7 +126,7 @@ def start_traffic(ctx: RunContext, step: StartTrafficStep) -> dict[str, Any]:
     key = (step.vm, step.pair)
     if key in ctx.traffic:
         raise StepFailed(f"traffic for {step.vm}/{step.pair} is already running")
-    plan = ctx.plans[step.vm]
+    plan = ctx.plan(step.vm)
     pair = plan.pair(step.pair)
     assert pair.pair.address is not None and ctx.peer is not None
     target = str(pair.pair.address.ip)
@@ -169,7 +169,7 @@ def _pair_nic(ctx: RunContext, vm: str, pair_name: str, nic: Nic):
 
 def unplug_primary(ctx: RunContext, step: UnplugPrimaryStep) -> dict[str, Any]:
     machine = ctx.machine(step.vm)
-    device = ctx.plans[step.vm].pair(step.pair).primary.device_id  # type: ignore[union-attr]
+    device = ctx.plan(step.vm).pair(step.pair).primary.device_id  # type: ignore[union-attr]
     ctx.absent_primaries.setdefault(step.vm, set()).add(step.pair)
     cursor = machine.events.cursor()
     started = ctx.clock.now()
@@ -210,7 +210,7 @@ def announce_self(ctx: RunContext, step: AnnounceSelfStep) -> dict[str, Any]:
 
 def fdb(ctx: RunContext, step: FdbStep) -> dict[str, Any]:
     nic = _pair_nic(ctx, step.vm, step.pair, step.port)
-    mac = step.mac or ctx.plans[step.vm].pair(step.pair).pair.mac
+    mac = step.mac or ctx.plan(step.vm).pair(step.pair).pair.mac
     before = ctx.netns.run(["bridge", "fdb", "show", "dev", nic.tap])
     existed = any(line.startswith(f"{mac} ") and " master " in line for line in before.splitlines())
     if step.op == "del":
@@ -361,10 +361,7 @@ def _follow_migration(ctx: RunContext, src, step: MigrateStep, since: int) -> tu
         statuses.append((hit[1].t, status))
         if status in TERMINAL:
             return status, cancelled_by, statuses
-        if status == "wait-unplug":
-            unplug_deadline = hit[1].t + ctx.timeout(step.wait_unplug_timeout_s)
-        elif unplug_deadline is not None and status != "wait-unplug":
-            unplug_deadline = None
+        unplug_deadline = hit[1].t + ctx.timeout(step.wait_unplug_timeout_s) if status == "wait-unplug" else None
         if step.cancel_in == status and cancelled_by is None:
             cancelled_by = f"cancel_in {status}"
             src.qmp.execute("migrate_cancel")
@@ -411,8 +408,7 @@ def _migrate_once(ctx: RunContext, step: MigrateStep, number: int) -> dict[str, 
     src.qmp.execute("migrate", {"uri": f"unix:{sock}"})
     status, cancelled_by, statuses = _follow_migration(ctx, src, step, src_cursor)
     info = src.qmp.execute("query-migrate")
-    waits = [(t, s) for t, s in statuses]
-    wait_unplug_ms = next((round((waits[i + 1][0] - t) * 1000, 1) for i, (t, s) in enumerate(waits[:-1])
+    wait_unplug_ms = next((round((statuses[i + 1][0] - t) * 1000, 1) for i, (t, s) in enumerate(statuses[:-1])
                            if s == "wait-unplug"), None)
     entry.update({
         "status": status, "cancelled_by": cancelled_by, "started_s": round(started, 3),
@@ -470,8 +466,6 @@ def pause(ctx: RunContext, step: PauseStep) -> dict[str, Any]:
 
 
 HANDLERS: dict[type, Callable[[RunContext, Any], dict[str, Any] | None]] = {
-    MigrateStep: migrate,
-    PauseStep: pause,
     BootStep: boot,
     CheckNetdevsStep: check_netdevs,
     CheckDeviceStep: check_primary_device,
@@ -484,6 +478,8 @@ HANDLERS: dict[type, Callable[[RunContext, Any], dict[str, Any] | None]] = {
     FdbStep: fdb,
     ExecStep: exec_,
     CheckTrafficStep: check_traffic,
+    MigrateStep: migrate,
+    PauseStep: pause,
 }
 
 

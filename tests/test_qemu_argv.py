@@ -54,3 +54,13 @@ def test_legacy_standby_cannot_offer_standby_feature():
     (plan,) = plan_machines(load_scenario(SCENARIOS / "no-standby-negotiation.yaml"))
     (sby,) = [d for d in _devices(build_argv("qemu", plan, FILES, "tcg")) if d.startswith("virtio-net-pci,id=net0-sby")]
     assert "disable-legacy=off" in sby and "disable-modern=on" in sby
+
+
+def test_a_raw_boot_has_neither_the_testbed_monitor_nor_a_pause():
+    (plan,) = plan_machines(load_scenario(SCENARIOS / "standby-pci.yaml"))
+    raw = build_argv("qemu", plan, LaunchFiles(Path("/k"), Path("/i"), Path("/s.log"), None), "tcg", paused=False)
+    assert "-S" not in raw and not any("id=qmp" in a for a in raw)
+    destination = build_argv("qemu", plan, FILES, "tcg", incoming=True, absent_primaries=frozenset({"net0"}))
+    assert "-S" not in destination and destination[destination.index("-incoming") + 1] == "defer"
+    assert not any(d.startswith("e1000e,") for d in _devices(destination))
+    assert "tap,id=hn-net0-pri,ifname=t0net0p,script=no,downscript=no,vhost=off" in destination  # for a re-plug
