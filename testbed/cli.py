@@ -4,23 +4,26 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
+import logging
 import shlex
-import signal
 import sys
 import time
 from pathlib import Path
 
 from rich.console import Console
+from rich.logging import RichHandler
+from rich.markup import escape
 from rich.table import Table
 
+from testbed.artifacts import new_artifacts_dir
 from testbed.errors import ScenarioError, TestbedError
 from testbed.images import LocalKernel, ensure_image
 from testbed.plan import plan_machines
 from testbed.qemu_argv import LaunchFiles, build_argv
 from testbed.qemu_host import inspect_qemu
-from testbed.report import RunReport
+from testbed.report_view import print_report
 from testbed.runner import RunOptions, run_scenario
+from testbed.cli_held import cmd_console, cmd_down, cmd_qmp, cmd_resume, cmd_ssh
 from testbed.scenario import load_scenario
 
 
@@ -53,56 +56,6 @@ def _add_machine_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--modules", help="its modules directory (/lib/modules/<release>)")
 
 
-def _print_report(console: Console, report: RunReport) -> None:
-    table = Table(title=f"{report.scenario}: {'PASSED' if report.passed else 'FAILED'} in {report.duration_s:.1f}s")
-    pings = [t for t in report.traffic if t["probe"] == "ping"]
-    columns = ["#", "step", "ok", "start s", "end s"]
-    if pings:
-        columns += ["max gap ms", "lost", "carried by"]
-    for col in columns + ["error"]:
-        table.add_column(col)
-    for s in report.steps:
-        row = [str(s.index), s.action, "yes" if s.ok else "NO", f"{s.started_s:.2f}",
-               f"{s.ended_s:.2f}" if s.ended_s is not None else "-"]
-        if pings:
-            gaps = [g for t in pings for g in t["gaps"] if g["step"] == s.index]
-            row += [f"{max(g['ms'] for g in gaps):.0f}" if gaps else "-",
-                    str(sum(g["lost"] for g in gaps)) if gaps else "-", _carried_by(s.counters)]
-        table.add_row(*row, (s.error or "")[:300])
-    console.print(table)
-    for t in report.traffic:
-        if t["probe"] == "ping":
-            console.print(f"{t['vm']}/{t['pair']} ping {t['target']} every {t['interval_ms']:g} ms: sent {t['sent']}, "
-                          f"received {t['received']}, lost {t['lost']}, max gap {t['max_gap_ms']} ms")
-        else:
-            console.print(f"{t['vm']}/{t['pair']} tcp: {t['bytes_echoed']} of {t['bytes_sent']} bytes echoed, "
-                          f"longest stall {t['max_stall_ms']} ms" + (f", error {t['error']}" if t["error"] else ""))
-    for vm, info in report.vms.items():
-        t = Table(title=f"{vm} netdevs")
-        for col in ("name", "role", "driver", "master", "mac", "perm_addr", "operstate"):
-            t.add_column(col)
-        for n in info.netdevs:
-            t.add_row(*(str(n.get(c) or "-") for c in ("name", "role", "driver", "master", "mac",
-                                                       "perm_addr", "operstate")))
-        console.print(t)
-    if report.error:
-        console.print(f"[red]error:[/red] {report.error}")
-    console.print(f"artifacts: {report.artifacts_dir}")
-
-
-def _carried_by(counters: dict) -> str:
-    """Which slave carried the packets in a step, e.g. 'net0: primary 99%'."""
-    from testbed.datapath import path_shares
-    out = []
-    for vm, pairs in counters.items():
-        for pair, roles in pairs.items():
-            shares, total = path_shares([counters], vm, pair)
-            parts = [f"{role} {100 * share:.0f}%" for role, share in shares.items() if role in roles]
-            if parts and total:
-                out.append(f"{pair}: " + ", ".join(parts))
-    return "; ".join(out) or "-"
-
-
 def cmd_run(args: argparse.Namespace, console: Console) -> int:
     scenario = load_scenario(args.scenario, _variables(args.set))
     if args.dry_run:
@@ -112,32 +65,56 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
             print(f"# {plan.name}")
             print(shlex.join(build_argv(qemu, plan, files, args.accel if args.accel != "auto" else "tcg")))
         return 0
-    artifacts = Path(args.artifacts or f"testbed-artifacts/{scenario.name}-{time.strftime('%Y%m%d-%H%M%S')}")
-    options = RunOptions(artifacts_dir=artifacts.resolve(), qemu=args.qemu, accel=args.accel,
+    artifacts = Path(args.artifacts).resolve() if args.artifacts else \
+        new_artifacts_dir(Path("testbed-artifacts").resolve(), scenario.name)
+    options = RunOptions(artifacts_dir=artifacts, qemu=args.qemu, accel=args.accel,
                          local_kernel=_local_kernel(args), timeout_scale=args.timeout_scale,
                          scenario_file=str(args.scenario), keep=args.keep)
-    if args.quiet:
-        report = run_scenario(scenario, options, log=lambda msg: None)
-    elif console.is_terminal and not args.keep:
+    _log_to(console, quiet=args.quiet)
+    if console.is_terminal and not args.keep and not args.quiet:
         # A live status line (image build, current step) above the timestamped log.
         with console.status(f"{scenario.name}: preparing (guest image, QEMU checks)") as status:
-            def log(msg: str) -> None:
-                console.log(msg)
-                status.update(f"{scenario.name}: {msg}")
-            report = run_scenario(scenario, options, log=log)
+            handler = _StatusHandler(status, scenario.name)
+            logging.getLogger("testbed").addHandler(handler)
+            try:
+                report = run_scenario(scenario, options)
+            finally:
+                logging.getLogger("testbed").removeHandler(handler)
     else:
-        report = run_scenario(scenario, options, log=lambda msg: console.log(msg))
+        report = run_scenario(scenario, options)
+    if not args.quiet or not report.passed:
+        print_report(console, report)
+    # Written whole or not at all: a full disk gives an error, never a truncated report.
     report.write(artifacts / "report.json")
     if args.report:
         report.write(Path(args.report))
-    if not args.quiet or not report.passed:
-        _print_report(console, report)
     return 0 if report.passed else 1
+
+
+class _StatusHandler(logging.Handler):
+    def __init__(self, status, name: str):
+        super().__init__(logging.INFO)
+        self.status, self.name = status, name
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.status.update(f"{self.name}: {escape(record.getMessage())}")
+
+
+def _log_to(console: Console, quiet: bool = False) -> None:
+    """The testbed's module loggers print through rich: time, message (never markup)."""
+    root = logging.getLogger("testbed")
+    root.handlers = [h for h in root.handlers if not isinstance(h, RichHandler)]
+    handler = RichHandler(console=console, show_path=False, show_level=False, markup=False,
+                          rich_tracebacks=False)
+    handler.setLevel(logging.WARNING if quiet else logging.INFO)
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
 
 
 def cmd_images(args: argparse.Namespace, console: Console) -> int:
     started = time.monotonic()
-    image = ensure_image(local_kernel=_local_kernel(args), log=lambda m: console.log(m))
+    _log_to(console)
+    image = ensure_image(local_kernel=_local_kernel(args))
     console.print(f"{image.directory} (kernel {image.kernel_release}, initrd "
                   f"{image.manifest['initrd_bytes'] / 1e6:.1f} MB) in {time.monotonic() - started:.1f}s")
     return 0
@@ -171,83 +148,6 @@ def cmd_report(args: argparse.Namespace, console: Console) -> int:
     png, page = render(Path(args.report), Path(args.png) if args.png else None,
                        Path(args.html) if args.html else None)
     console.print(f"timeline: {png}\npage: {page}")
-    return 0
-
-
-def _held(args: argparse.Namespace) -> tuple[dict, str | None]:
-    from testbed.hold import held_runs
-    runs = held_runs()
-    if args.run:
-        runs = [r for r in runs if str(r["pid"]) == args.run or r["run"] == args.run]
-    if not runs:
-        raise TestbedError("no held run (start one with `testbed run SCENARIO --keep`)")
-    state = runs[0]
-    vm = getattr(args, "vm", None)
-    if vm is None and len(state["vms"]) == 1:
-        vm = next(iter(state["vms"]))
-    if vm is not None and vm not in state["vms"]:
-        raise TestbedError(f"held run {state['run']} has VMs {sorted(state['vms'])}, not {vm!r}")
-    return state, vm
-
-
-def _enter(state: dict) -> list[str]:
-    return ["nsenter", f"--target={state['netns_pid']}", "--net",
-            *(["--user", "--preserve-credentials"] if state["user_ns"] else [])]
-
-
-def cmd_ssh(args: argparse.Namespace, console: Console) -> int:
-    command = args.command[1:] if args.command[:1] == ["--"] else args.command
-    state, _ = _held(argparse.Namespace(run=args.run, vm=None))
-    vm = args.vm
-    if vm is not None and vm not in state["vms"] and len(state["vms"]) == 1:
-        command, vm = [vm, *command], None  # `testbed ssh -- cmd`: argparse took cmd for the VM
-    state, vm = _held(argparse.Namespace(run=args.run, vm=vm))
-    if vm is None:
-        raise TestbedError(f"which VM? {sorted(state['vms'])}")
-    proxy = shlex.join([*_enter(state), "socat", "-", f"TCP:127.0.0.1:{state['vms'][vm]['ssh_port']}"])
-    argv = ["ssh", "-i", state["ssh_key"], "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
-            "-o", "LogLevel=ERROR", "-o", f"ProxyCommand={proxy}", f"root@{vm}", *command]
-    os.execvp(argv[0], argv)
-
-
-def cmd_qmp(args: argparse.Namespace, console: Console) -> int:
-    state, vm = _held(args)
-    if vm is None:
-        raise TestbedError(f"which VM? {sorted(state['vms'])}")
-    argv = [sys.executable, "-m", "qemu.qmp.qmp_shell", "-p", state["vms"][vm]["qmp_socket"]]
-    os.execv(argv[0], argv)
-
-
-def cmd_console(args: argparse.Namespace, console: Console) -> int:
-    state, vm = _held(args)
-    if vm is None:
-        raise TestbedError(f"which VM? {sorted(state['vms'])}")
-    local = "-,raw,echo=0,escape=0x1d" if sys.stdin.isatty() else "-"
-    if sys.stdin.isatty():
-        console.print("console: Ctrl-] leaves")
-    argv = ["socat", local, f"UNIX-CONNECT:{state['vms'][vm]['console_socket']}"]
-    os.execvp(argv[0], argv)
-
-
-def cmd_resume(args: argparse.Namespace, console: Console) -> int:
-    state, _ = _held(args)
-    os.kill(state["pid"], signal.SIGUSR1)
-    return 0
-
-
-def cmd_down(args: argparse.Namespace, console: Console) -> int:
-    from testbed.hold import process_alive
-    from testbed.leftovers import run_leftovers
-    state, _ = _held(args)
-    os.kill(state["pid"], signal.SIGTERM)
-    deadline = time.monotonic() + 120
-    while process_alive(state["pid"]) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    left = run_leftovers(Path(state["artifacts_dir"]))
-    if process_alive(state["pid"]) or left:
-        console.print(f"[red]still there after 120 s:[/red] testbed pid {state['pid']}; {left}")
-        return 1
-    console.print(f"{state['run']}: torn down, nothing left")
     return 0
 
 
@@ -316,10 +216,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args, console)
     except ScenarioError as e:
-        console.print(f"[red]invalid scenario:[/red] {e}")
+        console.print(f"[red]invalid scenario:[/red] {escape(str(e))}")
         return 2
     except TestbedError as e:
-        console.print(f"[red]error:[/red] {e}")
+        console.print(f"[red]error:[/red] {escape(str(e))}")
         return 1
     except KeyboardInterrupt:
         console.print("[yellow]interrupted; everything was shut down[/yellow]")

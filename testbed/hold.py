@@ -7,6 +7,7 @@ each VM, and waits for `testbed resume` (SIGUSR1: go on) or `testbed down` (SIGT
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import threading
@@ -16,7 +17,9 @@ from typing import TYPE_CHECKING
 from testbed.cache import cache_root
 
 if TYPE_CHECKING:
-    from testbed.runner import RunContext
+    from testbed.run_context import RunContext
+
+logger = logging.getLogger(__name__)
 
 
 def state_dir() -> Path:
@@ -76,10 +79,10 @@ def hold(ctx: "RunContext", reason: str, resumable: bool = False) -> bool:
     previous = {sig: signal.signal(sig, handler) for sig, handler in
                 ((signal.SIGUSR1, on_resume), (signal.SIGTERM, on_down), (signal.SIGINT, on_down))}
     try:
-        ctx.log(f"holding the VMs ({reason}). Reach them with:")
+        logger.warning(f"holding the VMs ({reason}). Reach them with:")
         for vm in state["vms"]:
-            ctx.log(f"  testbed ssh {vm}   |   testbed qmp {vm}   |   testbed console {vm}")
-        ctx.log("  " + ("testbed resume (go on)  |  " if resumable else "") + "testbed down (tear down)")
+            logger.warning(f"  testbed ssh {vm}   |   testbed qmp {vm}   |   testbed console {vm}")
+        logger.warning("  " + ("testbed resume (go on)  |  " if resumable else "") + "testbed down (tear down)")
         done.wait(ctx.options.keep_timeout_s)
     finally:
         for sig, handler in previous.items():

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import lzma
 import os
 import shutil
@@ -31,6 +32,7 @@ from testbed.errors import TestbedError
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_RECIPE = REPO_ROOT / "images" / "recipe.toml"
 KEYRING = "/usr/share/keyrings/debian-archive-keyring.gpg"
+logger = logging.getLogger(__name__)
 
 
 class ImageRecipe(BaseModel):
@@ -342,7 +344,7 @@ def _build(recipe: ImageRecipe, recipe_path: Path, apt: PrivateApt, resolved: Re
 
 
 def ensure_image(recipe_path: Path = DEFAULT_RECIPE, local_kernel: LocalKernel | None = None,
-                 cache: Path | None = None, log=lambda msg: None) -> GuestImage:
+                 cache: Path | None = None) -> GuestImage:
     """Returns the cached image for the recipe, building it first if needed (under a file lock)."""
     cache = cache or cache_root()
     recipe = ImageRecipe.load(recipe_path)
@@ -359,7 +361,7 @@ def ensure_image(recipe_path: Path = DEFAULT_RECIPE, local_kernel: LocalKernel |
     with FileLock(str(final) + ".lock", timeout=900):
         if (final / "manifest.json").exists():
             return GuestImage.from_directory(final)
-        log(f"building guest image {key}")
+        logger.info("building guest image %s", key)
         with tempfile.TemporaryDirectory(dir=final.parent, prefix=f".build-{key}-") as tmp:
             work = Path(tmp)
             out = work / "out"

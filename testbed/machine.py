@@ -11,6 +11,7 @@ from pathlib import Path
 
 from testbed.clock import RunClock
 from testbed.errors import TestbedError
+from testbed.machine_watch import serial_text
 from testbed.images import GuestImage
 from testbed.netns import NetworkNamespace
 from testbed.plan import MachinePlan
@@ -65,6 +66,9 @@ class QemuMachine:
         self.qmp = QmpChannel(plan.name, self.events, clock)
         self.proc: subprocess.Popen | None = None
         self.launched_at: float | None = None
+        # Whether the run's watch treats an exit as a death (see testbed.machine_watch).
+        self.watched = False
+        self.shutdown_record: dict[str, object] | None = None
 
     @property
     def name(self) -> str:
@@ -97,6 +101,7 @@ class QemuMachine:
             self.launched_at = self.clock.now()
             theirs.close()
             self.qmp.connect(ours)
+            self.watched = not self.incoming  # a destination counts once it has taken over
         except BaseException as e:
             theirs.close()
             self.shutdown()
@@ -122,6 +127,17 @@ class QemuMachine:
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
+    def exit_status(self) -> int | None:
+        return None if self.proc is None else self.proc.poll()
+
+    def serial_text(self) -> str:
+        return serial_text(self.artifacts.serial_log)
+
+    def guest_shutdown_reason(self) -> str | None:
+        """QEMU's SHUTDOWN reason when the guest asked for it (a reset with -no-reboot, a power-off)."""
+        shutdowns = [r.data for r in self.events.records() if r.event == "SHUTDOWN" and r.data.get("guest")]
+        return str(shutdowns[-1].get("reason")) if shutdowns else None
+
     def stderr_tail(self, lines: int = 20) -> str:
         try:
             text = self.artifacts.qemu_stderr.read_text(errors="replace")
@@ -142,20 +158,30 @@ class QemuMachine:
             return None
         return None
 
-    def shutdown(self, grace_s: float = 5.0) -> None:
-        """QMP quit, then SIGTERM, then SIGKILL; closes QMP and the event log whatever happens."""
+    def shutdown(self, grace_s: float = 5.0) -> dict[str, object]:
+        """QMP quit, then SIGTERM, then SIGKILL; closes QMP and the event log whatever happens.
+        Returns (and keeps in shutdown_record) how it went, as QEMU's own AbnormalShutdown would say:
+        `how` is quit, SIGTERM, SIGKILL, or exited-before (it was already gone)."""
+        self.watched = False
+        if self.shutdown_record is not None:
+            return self.shutdown_record
+        record: dict[str, object] = {"how": "not-started"}
         try:
-            if self.alive():
+            if self.proc is not None and not self.alive():
+                record = {"how": "exited-before", "returncode": self.proc.returncode}
+            elif self.alive():
+                assert self.proc is not None
                 try:
-                    self.qmp.execute("quit", timeout=3)
-                except Exception:
-                    pass  # QEMU may drop the connection before it answers; the wait decides
-                for sig in (None, signal.SIGTERM, signal.SIGKILL):
-                    assert self.proc is not None
+                    self.qmp.execute("quit", timeout=3, watch=False)
+                    record["quit_error"] = None
+                except Exception as e:
+                    record["quit_error"] = str(e)  # QEMU may drop the connection before it answers
+                for how, sig in (("quit", None), ("SIGTERM", signal.SIGTERM), ("SIGKILL", signal.SIGKILL)):
                     if sig is not None:
                         self.proc.send_signal(sig)
                     try:
                         self.proc.wait(timeout=grace_s)
+                        record.update(how=how, returncode=self.proc.returncode)
                         break
                     except subprocess.TimeoutExpired:
                         continue
@@ -165,3 +191,6 @@ class QemuMachine:
             if self.proc is not None and self.proc.poll() is None:
                 self.proc.kill()
                 self.proc.wait()
+                record.update(how="SIGKILL", returncode=self.proc.returncode)
+            self.shutdown_record = record
+        return record

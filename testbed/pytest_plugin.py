@@ -3,7 +3,6 @@ scenarios from Python tests."""
 
 from __future__ import annotations
 
-import logging
 import os
 import re
 from pathlib import Path
@@ -111,7 +110,7 @@ class ScenarioItem(pytest.Item):
         options = _options(self.config, self.scenario_path.stem, base)
         options.scenario_file = str(self.scenario_path)
         self.user_properties.append(("artifacts", str(options.artifacts_dir)))
-        report = run_scenario(scenario, options, log=logging.getLogger(f"testbed.{scenario.name}").info)
+        report = run_scenario(scenario, options)
         report.write(options.artifacts_dir / "report.json")
         self.user_properties.append(("report", str(options.artifacts_dir / "report.json")))
         self.add_report_section("call", "testbed steps", step_table(report))
@@ -159,7 +158,7 @@ def run_testbed_scenario(request: pytest.FixtureRequest, pytestconfig: pytest.Co
             scenario = load_scenario(scenario, variables)
         options = _options(pytestconfig, name or scenario.name, tmp_path)
         request.node.user_properties.append(("artifacts", str(options.artifacts_dir)))
-        report = run_scenario(scenario, options, log=logging.getLogger(f"testbed.{scenario.name}").info)
+        report = run_scenario(scenario, options)
         report.write(options.artifacts_dir / "report.json")
         return report
     return run
@@ -180,5 +179,5 @@ def live_testbed(request: pytest.FixtureRequest, pytestconfig: pytest.Config, tm
             scenario = load_scenario(scenario, variables)
         options = _options(pytestconfig, name or scenario.name, tmp_path)
         request.node.user_properties.append(("artifacts", str(options.artifacts_dir)))
-        return live_run(scenario, options, log=logging.getLogger(f"testbed.{scenario.name}").info)
+        return live_run(scenario, options)
     return open_run

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import logging
 import os
 import re
 import shutil
@@ -15,6 +16,8 @@ from pathlib import Path
 
 from testbed.cache import cache_root
 from testbed.errors import TestbedError
+
+logger = logging.getLogger(__name__)
 
 MIN_VERSION = (8, 0)
 REQUIRED_DEVICES = ("igb", "e1000e", "pcie-root-port", "virtio-net-pci")
@@ -82,7 +85,7 @@ def probe_kvm(qemu: QemuBinary, kernel: Path, timeout: float = 10.0) -> tuple[bo
     return ok, tail
 
 
-def choose_accel(requested: str, qemu: QemuBinary, kernel: Path, log=lambda msg: None) -> str:
+def choose_accel(requested: str, qemu: QemuBinary, kernel: Path) -> str:
     """'tcg' and 'kvm' are taken as given; 'auto' uses KVM only where a probe boot proved it works.
     The probe result is cached per QEMU, kernel and host kernel."""
     if requested in ("tcg", "kvm"):
@@ -101,5 +104,5 @@ def choose_accel(requested: str, qemu: QemuBinary, kernel: Path, log=lambda msg:
         ok, tail = probe_kvm(qemu, kernel)
         result = {"kvm_works": ok, "evidence": tail, "probe_s": round(time.monotonic() - started, 2)}
         memo.write_text(json.dumps(result))
-        log(f"KVM probe: {'works' if ok else 'does not boot a stock kernel'} ({tail})")
+        logger.info("KVM probe: %s (%s)", "works" if ok else "does not boot a stock kernel", tail)
     return "kvm" if result["kvm_works"] else "tcg"

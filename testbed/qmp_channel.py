@@ -11,15 +11,29 @@ import asyncio
 import json
 import socket
 import threading
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from qemu.qmp import QMPClient
+from qemu.qmp import ExecuteError, QMPClient
 from qemu.qmp.events import EventListener
 
 from testbed.clock import RunClock
 from testbed.errors import TestbedError, WaitTimeout
+from testbed.machine_watch import check_machines
+
+WATCH_SLICE_S = 0.2
+
+
+class QmpCommandError(TestbedError):
+    """A QMP command failed. error_class is QEMU's error class (e.g. GenericError, DeviceNotFound),
+    or None when the connection itself failed."""
+
+    def __init__(self, vm: str, cmd: str, args: dict[str, Any] | None, error_class: str | None, desc: str):
+        self.vm, self.cmd, self.args, self.error_class, self.desc = vm, cmd, args, error_class, desc
+        kind = f" ({error_class})" if error_class else ""
+        super().__init__(f"{vm}: QMP {cmd} {json.dumps(args or {})} failed{kind}: {desc}")
 
 
 class _LoopThread:
@@ -76,24 +90,34 @@ class EventLog:
         with self._cond:
             return list(self._records)
 
+    def _wait(self, found: Callable[[], Any], timeout: float) -> Any:
+        """Waits for found() to return something, in short slices that also watch the run's VMs."""
+        deadline = time.monotonic() + max(0.0, timeout)
+        while True:
+            check_machines()
+            with self._cond:
+                hit = found()
+                left = deadline - time.monotonic()
+                if hit is not None or left <= 0:
+                    return hit
+                self._cond.wait(min(WATCH_SLICE_S, left))
+
     def wait_for(self, name: str, timeout: float, since: int = 0,
                  match: Callable[[dict[str, Any]], bool] = lambda data: True) -> EventRecord:
         def found() -> EventRecord | None:
             return next((r for r in self._records[since:] if r.event == name and match(r.data)), None)
-        with self._cond:
-            if not self._cond.wait_for(lambda: found() is not None, timeout):
-                seen = [r.event for r in self._records[since:]] or "nothing"
-                raise WaitTimeout(f"{self.vm}: waited {timeout}s for QMP event {name}; saw {seen}")
-            return found()  # type: ignore[return-value]
+        hit = self._wait(found, timeout)
+        if hit is None:
+            seen = [r.event for r in self.records()[since:]] or "nothing"
+            raise WaitTimeout(f"{self.vm}: waited {timeout}s for QMP event {name}; saw {seen}")
+        return hit
 
     def next(self, names: set[str], since: int, timeout: float) -> tuple[int, EventRecord] | None:
         """The first event named in `names` at or after index `since`, with its index, waiting up to
         timeout; None if none came (the caller decides what that means)."""
         def found() -> tuple[int, EventRecord] | None:
             return next(((i, r) for i, r in enumerate(self._records[since:], since) if r.event in names), None)
-        with self._cond:
-            self._cond.wait_for(lambda: found() is not None, max(0.0, timeout))
-            return found()
+        return self._wait(found, timeout)
 
     def close(self) -> None:
         with self._cond:
@@ -125,13 +149,21 @@ class QmpChannel:
                 t=round(self._clock.now(), 6), event=msg["event"], data=dict(msg.get("data", {})),
                 qemu_time=ts.get("seconds", 0) + ts.get("microseconds", 0) / 1e6, vm=self.vm))
 
-    def execute(self, cmd: str, args: dict[str, Any] | None = None, timeout: float = 10) -> Any:
+    def execute(self, cmd: str, args: dict[str, Any] | None = None, timeout: float = 10,
+                watch: bool = True) -> Any:
+        """watch=False for teardown: another VM's death must not stop this one's shutdown."""
+        if watch:
+            check_machines()  # a dead QEMU is reported as such, not as a broken connection
         try:
             return self._loop.run(self._client.execute(cmd, args), timeout, f"{self.vm}: QMP {cmd}")
         except WaitTimeout:
             raise
+        except ExecuteError as e:
+            raise QmpCommandError(self.vm, cmd, args, e.error_class, e.error.error.desc) from e
         except Exception as e:
-            raise TestbedError(f"{self.vm}: QMP {cmd} {json.dumps(args or {})} failed: {e}") from e
+            if watch:
+                check_machines()
+            raise QmpCommandError(self.vm, cmd, args, None, f"{type(e).__name__}: {e}") from e
 
     def close(self) -> None:
         async def close() -> None:

@@ -8,6 +8,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from testbed.artifacts import write_whole
+
 
 class StepRecord(BaseModel):
     index: int
@@ -34,6 +36,11 @@ class VmReport(BaseModel):
     netdevs: list[dict[str, Any]] = []
     boot: dict[str, float] = {}
     artifacts: dict[str, str] = {}
+    # Set when the VM's QEMU ended while the run still needed it: returncode, signal, the guest's
+    # panic line, QEMU's SHUTDOWN reason (testbed.machine_watch.MachineExit).
+    exit: dict[str, Any] | None = None
+    # How each of the VM's QEMU processes was stopped: quit, SIGTERM, SIGKILL or exited-before.
+    shutdowns: list[dict[str, Any]] = []
 
 
 class RunReport(BaseModel):
@@ -50,4 +57,5 @@ class RunReport(BaseModel):
     artifacts_dir: str
 
     def write(self, path: Path) -> None:
-        path.write_text(json.dumps(self.model_dump(mode="json"), indent=2) + "\n")
+        """Whole or not at all (ArtifactsError): a full disk never leaves a truncated report."""
+        write_whole(path, json.dumps(self.model_dump(mode="json"), indent=2) + "\n")

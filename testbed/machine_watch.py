@@ -1,0 +1,129 @@
+"""Notices a VM that died: every wait of a run asks this watch first, so a QEMU killed by a signal or
+a guest kernel panic is reported for what it is within one poll, instead of as the timeout of
+whatever the step happened to be waiting for.
+
+The watch of the running scenario is found through a context variable that the runner sets, the way
+a cancellation scope works: waits deep inside steps need no extra argument to honour it."""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import signal
+from contextvars import ContextVar
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Iterator, Protocol
+
+from testbed.errors import TestbedError
+
+# The kernel's own words (panic(), and the oops that usually precedes it).
+PANIC_RE = re.compile(r"Kernel panic - not syncing:.*|BUG: kernel NULL pointer dereference.*")
+
+
+class WatchedMachine(Protocol):
+    name: str
+    watched: bool
+
+    def alive(self) -> bool: ...
+    def exit_status(self) -> int | None: ...
+    def serial_text(self) -> str: ...
+    def stderr_tail(self, lines: int = 20) -> str: ...
+    def guest_shutdown_reason(self) -> str | None: ...
+
+
+@dataclass(frozen=True)
+class MachineExit:
+    """How a VM's QEMU ended without the testbed asking it to."""
+    vm: str
+    returncode: int
+    signal: str | None        # e.g. "SIGKILL" when QEMU was killed by a signal
+    panic: str | None         # the guest's panic line from the serial console
+    guest_shutdown: str | None  # QEMU's SHUTDOWN reason when the guest itself shut down or reset
+    stderr_tail: str
+
+    def describe(self) -> str:
+        if self.panic:
+            return f"{self.vm}: guest kernel panic (serial: {self.panic})"
+        if self.signal:
+            return f"{self.vm}: QEMU exited (signal {-self.returncode}, {self.signal})"
+        if self.guest_shutdown:
+            return f"{self.vm}: the guest ended its own run ({self.guest_shutdown}); QEMU exited with status " \
+                   f"{self.returncode}"
+        return f"{self.vm}: QEMU exited with status {self.returncode}: {self.stderr_tail}"
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def read_exit(machine: WatchedMachine) -> MachineExit:
+    code = machine.exit_status()
+    assert code is not None
+    sig = None
+    if code < 0:
+        try:
+            sig = signal.Signals(-code).name
+        except ValueError:
+            sig = f"signal {-code}"
+    match = PANIC_RE.search(machine.serial_text())
+    return MachineExit(vm=machine.name, returncode=code, signal=sig, panic=match.group(0).strip() if match else None,
+                       guest_shutdown=machine.guest_shutdown_reason(), stderr_tail=machine.stderr_tail(5))
+
+
+class MachineDied(TestbedError):
+    """A VM's QEMU exited while the run still needed it."""
+
+    def __init__(self, exit: MachineExit):
+        self.exit = exit
+        super().__init__(exit.describe())
+
+
+class RunWatch:
+    """The machines of one run. A machine counts only while `watched` is set: the testbed clears it
+    before it shuts a machine down, and a migration destination is watched only once it took over."""
+
+    def __init__(self) -> None:
+        self._machines: list[WatchedMachine] = []
+        self.exits: list[MachineExit] = []
+
+    def add(self, machine: WatchedMachine) -> None:
+        self._machines.append(machine)
+
+    def dead(self) -> MachineExit | None:
+        """The first watched machine found dead (recorded once), or None."""
+        if self.exits:
+            return self.exits[0]
+        for machine in self._machines:
+            if machine.watched and not machine.alive():
+                self.exits.append(read_exit(machine))
+                return self.exits[0]
+        return None
+
+    def check(self) -> None:
+        if (exit := self.dead()) is not None:
+            raise MachineDied(exit)
+
+
+_current: ContextVar[RunWatch | None] = ContextVar("testbed_run_watch", default=None)
+
+
+@contextlib.contextmanager
+def watching(watch: RunWatch) -> Iterator[RunWatch]:
+    token = _current.set(watch)
+    try:
+        yield watch
+    finally:
+        _current.reset(token)
+
+
+def check_machines() -> None:
+    """Raises MachineDied if a machine of the current run died; a no-op outside a run."""
+    if (watch := _current.get()) is not None:
+        watch.check()
+
+
+def serial_text(path: Path) -> str:
+    try:
+        return path.read_text(errors="replace")
+    except OSError:
+        return ""

@@ -1,0 +1,61 @@
+"""The run report as a person reads it in a terminal: steps with gaps and paths, probes, netdevs.
+Every string from a scenario or a guest is printed as plain text, never as rich markup."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+from rich.text import Text
+
+from testbed.datapath import path_shares
+from testbed.report import RunReport
+
+
+def print_report(console: Console, report: RunReport) -> None:
+    table = Table(title=f"{report.scenario}: {'PASSED' if report.passed else 'FAILED'} in {report.duration_s:.1f}s")
+    pings = [t for t in report.traffic if t["probe"] == "ping"]
+    columns = ["#", "step", "ok", "start s", "end s"]
+    if pings:
+        columns += ["max gap ms", "lost", "carried by"]
+    for col in columns + ["error"]:
+        table.add_column(col)
+    for s in report.steps:
+        row = [str(s.index), s.action, "yes" if s.ok else "NO", f"{s.started_s:.2f}",
+               f"{s.ended_s:.2f}" if s.ended_s is not None else "-"]
+        if pings:
+            gaps = [g for t in pings for g in t["gaps"] if g["step"] == s.index]
+            row += [f"{max(g['ms'] for g in gaps):.0f}" if gaps else "-",
+                    str(sum(g["lost"] for g in gaps)) if gaps else "-", _carried_by(s.counters)]
+        table.add_row(*(Text(cell) for cell in row), Text((s.error or "")[:300]))
+    console.print(table)
+    for t in report.traffic:
+        if t["probe"] == "ping":
+            console.print(f"{t['vm']}/{t['pair']} ping {t['target']} every {t['interval_ms']:g} ms: sent {t['sent']}, "
+                          f"received {t['received']}, lost {t['lost']}, max gap {t['max_gap_ms']} ms")
+        else:
+            console.print(f"{t['vm']}/{t['pair']} tcp: {t['bytes_echoed']} of {t['bytes_sent']} bytes echoed, "
+                          f"longest stall {t['max_stall_ms']} ms" + (f", error {escape(t['error'])}" if t["error"] else ""))
+    for vm, info in report.vms.items():
+        t = Table(title=f"{vm} netdevs")
+        for col in ("name", "role", "driver", "master", "mac", "perm_addr", "operstate"):
+            t.add_column(col)
+        for n in info.netdevs:
+            t.add_row(*(Text(str(n.get(c) or "-")) for c in ("name", "role", "driver", "master", "mac",
+                                                       "perm_addr", "operstate")))
+        console.print(t)
+    if report.error:
+        console.print(f"[red]error:[/red] {escape(report.error)}")
+    console.print(f"artifacts: {escape(report.artifacts_dir)}")
+
+
+def _carried_by(counters: dict) -> str:
+    """Which slave carried the packets in a step, e.g. 'net0: primary 99%'."""
+    out = []
+    for vm, pairs in counters.items():
+        for pair, roles in pairs.items():
+            shares, total = path_shares([counters], vm, pair)
+            parts = [f"{role} {100 * share:.0f}%" for role, share in shares.items() if role in roles]
+            if parts and total:
+                out.append(f"{pair}: " + ", ".join(parts))
+    return "; ".join(out) or "-"

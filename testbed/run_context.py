@@ -1,0 +1,191 @@
+"""The state of a run in progress, handed to every step: the plans, the live machines and shells, the
+traffic probes, the step deadline and the watch over the VMs. It knows how to start a machine and
+how to tear everything down; it knows nothing of scenario steps."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from testbed.artifacts import make_scratch_dir
+from testbed.clock import RunClock
+from testbed.datapath import Snapshot, delta, read_counters
+from testbed.errors import TestbedError
+from testbed.guest_probe import read_netdevs
+from testbed.guest_shell import GuestShell
+from testbed.images import GuestImage, LocalKernel
+from testbed.machine import QemuMachine
+from testbed.machine_watch import RunWatch
+from testbed.netns import NetworkNamespace
+from testbed.plan import MachinePlan
+from testbed.qemu_host import QemuBinary
+from testbed.report import RunReport, VmReport
+from testbed.scenario import Scenario
+from testbed.traffic import StepWindow, TrafficSession
+from testbed.traffic_verdict import ping_entry, tcp_entry
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class RunOptions:
+    artifacts_dir: Path
+    qemu: str | None = None
+    accel: str = "auto"
+    local_kernel: LocalKernel | None = None
+    timeout_scale: float = 1.0
+    scenario_file: str = ""
+    keep: bool = False          # on failure or at a pause step, hold the VMs for a person
+    keep_timeout_s: float = 24 * 3600
+
+
+@dataclass
+class RunContext:
+    scenario: Scenario
+    plans: dict[str, MachinePlan]
+    image: GuestImage
+    qemu: QemuBinary
+    accel: str
+    netns: NetworkNamespace
+    clock: RunClock
+    options: RunOptions
+    report: RunReport
+    peer: NetworkNamespace | None = None
+    machines: dict[str, QemuMachine] = field(default_factory=dict)
+    shells: dict[str, GuestShell] = field(default_factory=dict)
+    traffic: dict[tuple[str, str], TrafficSession] = field(default_factory=dict)
+    snapshots: dict[int, Snapshot] = field(default_factory=dict)  # step index -> counters at its start
+    absent_primaries: dict[str, set[str]] = field(default_factory=dict)  # vm -> pairs unplugged by a step
+    down_requested: bool = False  # a person said `testbed down` while the run was held
+    retired: list[QemuMachine] = field(default_factory=list)  # migration sources, for teardown
+    watch: RunWatch = field(default_factory=RunWatch)
+    deadline: float | None = None  # run clock: when the current step's timeout_s runs out
+    _scratch: Path | None = None
+
+    def start_deadline(self, timeout_s: float | None) -> None:
+        """The step's whole budget: every wait inside it gets what is left of timeout_s."""
+        self.deadline = None if timeout_s is None else self.clock.now() + timeout_s * self.options.timeout_scale
+
+    def timeout(self, seconds: float) -> float:
+        """A wait's timeout: `seconds` (scaled), but never past the current step's deadline."""
+        scaled = seconds * self.options.timeout_scale
+        if self.deadline is None:
+            return scaled
+        return max(0.0, min(scaled, self.deadline - self.clock.now()))
+
+    def machine(self, name: str) -> QemuMachine:
+        if name not in self.machines:
+            raise TestbedError(f"VM {name} is not running (was it booted?)")
+        self.watch.check()
+        return self.machines[name]
+
+    def shell(self, name: str) -> GuestShell:
+        if name not in self.shells:
+            raise TestbedError(f"VM {name} has no SSH session (was it booted?)")
+        return self.shells[name]
+
+    def plan(self, name: str) -> MachinePlan:
+        """The VM's plan as it runs now (after migrations, on the other slot's taps)."""
+        return self.machines[name].plan if name in self.machines else self.plans[name]
+
+    def new_machine(self, name: str, slot: int, incoming: bool, label: str) -> QemuMachine:
+        machine = QemuMachine(self.plans[name].on_slot(slot), self.image, self.qemu.path, self.accel,
+                              self.netns, self.options.artifacts_dir / label, self.clock,
+                              incoming=incoming,
+                              absent_primaries=frozenset(self.absent_primaries.get(name, ())),
+                              socket_dir=self.scratch_dir())
+        self.watch.add(machine)
+        vm_report = self.report.vms.setdefault(name, VmReport())
+        vm_report.artifacts = {k: str(getattr(machine.artifacts, k)) for k in
+                               ("serial_log", "qemu_stderr", "qmp_events", "dmesg", "argv")}
+        return machine
+
+    def start_machine(self, name: str) -> QemuMachine:
+        machine = self.new_machine(name, 0, incoming=False, label=name)
+        self.machines[name] = machine
+        machine.launch()
+        for pair in self.plans[name].pairs:
+            if pair.pair.standby.link == "down":
+                machine.qmp.execute("set_link", {"name": pair.standby.device_id, "up": False})
+        machine.cont()
+        return machine
+
+    def retire(self, machine: QemuMachine) -> None:
+        """Shuts a machine down on purpose (a migration's source, or a destination not taken)."""
+        if machine not in self.retired:
+            self.retired.append(machine)
+        machine.shutdown()
+
+    def scratch_dir(self) -> Path:
+        if self._scratch is None:
+            self._scratch = make_scratch_dir()
+        return self._scratch
+
+    def step_windows(self) -> list[StepWindow]:
+        now = self.clock.now()
+        return [StepWindow(s.index, s.action, s.started_s, s.ended_s if s.ended_s is not None else now)
+                for s in self.report.steps]
+
+    def snapshot_counters(self) -> Snapshot:
+        out: Snapshot = {}
+        for vm in {vm for vm, _ in self.traffic}:
+            if vm in self.shells and self.machines[vm].alive():
+                out[vm] = read_counters(self.shells[vm], self.plan(vm))
+        return out
+
+    def take_snapshot(self, index: int) -> None:
+        """Counters at the start of step `index` close the previous step's datapath record."""
+        if not self.traffic or self.watch.dead():
+            return
+        try:
+            self.snapshots[index] = self.snapshot_counters()
+        except TestbedError as e:
+            logger.warning("counter snapshot before step %d failed: %s", index, e)
+            return
+        if index - 1 in self.snapshots:
+            self.report.steps[index - 1].counters = delta(self.snapshots[index - 1], self.snapshots[index])
+
+    def stop_traffic(self) -> None:
+        windows = self.step_windows()
+        entries = []
+        for (vm, pair), session in self.traffic.items():
+            session.stop()
+            log = self.options.artifacts_dir / f"traffic-{vm}-{pair}.log"
+            with contextlib.suppress(OSError):  # a full disk loses the raw log, not the report
+                log.write_text("".join(session.ping.raw_lines))
+            ping = session.ping
+            entries.append(ping_entry(vm, pair, session.target, ping.interval_s * 1000, ping.started_s,
+                                      sorted(r.t for r in ping.replies if not r.duplicate), ping.result(windows),
+                                      str(log)))
+            if session.tcp is not None:
+                entries.append(tcp_entry(vm, pair, session.target, session.tcp.result(), windows))
+        self.report.traffic = entries
+
+    def teardown(self) -> None:
+        if self.traffic:
+            with contextlib.suppress(Exception):
+                self.take_snapshot(len(self.report.steps))
+            self.stop_traffic()
+        for name, machine in self.machines.items():
+            if (rss := machine.peak_rss_mib()) is not None:
+                self.report.vms[name].boot["qemu_peak_rss_mib"] = rss
+        for name, shell in list(self.shells.items()):
+            machine = self.machines.get(name)
+            try:
+                if machine and machine.alive():
+                    machine.artifacts.dmesg.write_text(shell.run(["dmesg"], timeout=10).stdout)
+                    self.report.vms[name].netdevs = [n.as_dict() for n in read_netdevs(shell)]
+            except (TestbedError, OSError) as e:
+                logger.warning("%s: could not collect dmesg and netdevs at teardown: %s", name, e)
+            shell.close()
+        for exit in self.watch.exits:
+            self.report.vms.setdefault(exit.vm, VmReport()).exit = exit.as_dict()
+        for machine in dict.fromkeys([*self.machines.values(), *self.retired]):
+            record = machine.shutdown()
+            self.report.vms.setdefault(machine.name, VmReport()).shutdowns.append(
+                {"qemu": machine.artifacts.directory.name, **record})
+        if self._scratch is not None:
+            shutil.rmtree(self._scratch, ignore_errors=True)

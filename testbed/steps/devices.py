@@ -1,0 +1,111 @@
+"""Steps that act on one VM's devices, its host bridge or its guest: hot-unplug and re-plug over
+QMP, link state, announce-self, bridge FDB entries, commands in the guest, sleeps and pauses."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from testbed.errors import StepFailed
+from testbed.hold import hold
+from testbed.plan import NicPlan
+from testbed.qemu_argv import primary_props
+from testbed.run_context import RunContext
+from testbed.scenario import (AnnounceSelfStep, ExecStep, Expectation, FdbStep, Nic, PauseStep,
+                              PlugPrimaryStep, SetLinkStep, SleepStep, UnplugPrimaryStep)
+from testbed.steps.pairs import pairs_check
+from testbed.steps.registry import handles
+from testbed.waiting import wait_until, watchful_sleep
+
+
+def pair_nic(ctx: RunContext, vm: str, pair_name: str, nic: Nic) -> NicPlan:
+    pair = ctx.plan(vm).pair(pair_name)
+    found = pair.standby if nic == Nic.STANDBY else pair.primary
+    if found is None:
+        raise StepFailed(f"{vm}/{pair_name} has no {nic.value}")
+    return found
+
+
+@handles(UnplugPrimaryStep)
+def unplug_primary(ctx: RunContext, step: UnplugPrimaryStep) -> dict[str, Any]:
+    machine = ctx.machine(step.vm)
+    device = pair_nic(ctx, step.vm, step.pair, Nic.PRIMARY).device_id
+    ctx.absent_primaries.setdefault(step.vm, set()).add(step.pair)
+    cursor = machine.events.cursor()
+    started = ctx.clock.now()
+    machine.qmp.execute("device_del", {"id": device})
+    event = machine.events.wait_for("DEVICE_DELETED", ctx.timeout(step.timeout_s), since=cursor,
+                                    match=lambda d: d.get("device") == device)
+    check = pairs_check(ctx, step.vm, [step.pair], Expectation.STANDBY_ONLY)
+    wait_until(check, ctx.timeout(step.timeout_s), f"{step.vm} to show {step.pair} without a primary")
+    return {"device": device, "device_deleted_after_s": round(event.t - started, 3),
+            "guest_settled_after_s": round(ctx.clock.now() - started, 3)}
+
+
+@handles(PlugPrimaryStep)
+def plug_primary(ctx: RunContext, step: PlugPrimaryStep) -> dict[str, Any]:
+    machine = ctx.machine(step.vm)
+    props = primary_props(ctx.plan(step.vm).pair(step.pair))
+    started = ctx.clock.now()
+    machine.qmp.execute("device_add", props)
+    ctx.absent_primaries.setdefault(step.vm, set()).discard(step.pair)
+    details: dict[str, Any] = {"device": props["id"]}
+    if step.wait:
+        check = pairs_check(ctx, step.vm, [step.pair], Expectation.PAIRED)
+        wait_until(check, ctx.timeout(step.timeout_s), f"{step.vm} to enslave {step.pair}'s primary again")
+        details["guest_paired_after_s"] = round(ctx.clock.now() - started, 3)
+    return details
+
+
+@handles(SetLinkStep)
+def set_link(ctx: RunContext, step: SetLinkStep) -> dict[str, Any]:
+    nic = pair_nic(ctx, step.vm, step.pair, step.nic)
+    ctx.machine(step.vm).qmp.execute("set_link", {"name": nic.device_id, "up": step.up})
+    return {"device": nic.device_id, "up": step.up}
+
+
+@handles(AnnounceSelfStep)
+def announce_self(ctx: RunContext, step: AnnounceSelfStep) -> dict[str, Any]:
+    args = {"initial": step.initial_ms, "max": step.max_ms, "rounds": step.rounds, "step": step.step_ms}
+    ctx.machine(step.vm).qmp.execute("announce-self", args)
+    return args
+
+
+@handles(FdbStep)
+def fdb(ctx: RunContext, step: FdbStep) -> dict[str, Any]:
+    nic = pair_nic(ctx, step.vm, step.pair, step.port)
+    mac = step.mac or ctx.plan(step.vm).pair(step.pair).pair.mac
+    before = ctx.netns.run(["bridge", "fdb", "show", "dev", nic.tap])
+    existed = any(line.startswith(f"{mac} ") and " master " in line for line in before.splitlines())
+    if step.op == "del":
+        if existed:
+            ctx.netns.run(["bridge", "fdb", "del", mac, "dev", nic.tap, "master"])
+    else:
+        # sticky: learning from the other port must not move a pinned entry (plain static ones move)
+        ctx.netns.run(["bridge", "fdb", "replace", mac, "dev", nic.tap, "master", "static", "sticky"])
+    return {"op": step.op, "mac": mac, "port": nic.tap, "entry_existed": existed}
+
+
+@handles(ExecStep)
+def exec_(ctx: RunContext, step: ExecStep) -> dict[str, Any]:
+    ctx.machine(step.vm)
+    result = ctx.shell(step.vm).run(step.command, timeout=ctx.timeout(step.timeout_s), check=False)
+    details = {"exit_status": result.exit_status, "stdout": result.stdout[-4000:], "stderr": result.stderr[-4000:]}
+    if result.exit_status != step.expect_status:
+        raise StepFailed(f"{step.vm}: {step.command!r} exited {result.exit_status}, expected "
+                         f"{step.expect_status}: {(result.stderr or result.stdout).strip()[-500:]}")
+    return details
+
+
+@handles(SleepStep)
+def sleep(ctx: RunContext, step: SleepStep) -> dict[str, Any]:
+    watchful_sleep(step.seconds)
+    return {}
+
+
+@handles(PauseStep)
+def pause(ctx: RunContext, step: PauseStep) -> dict[str, Any]:
+    if not ctx.options.keep:
+        return {"held": False}
+    if not hold(ctx, step.message or "pause step", resumable=True):
+        raise StepFailed("torn down at the pause step (testbed down)")
+    return {"held": True}

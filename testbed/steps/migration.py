@@ -1,0 +1,141 @@
+"""Live migration of a VM to a destination QEMU on the other host's taps, following QEMU's failover
+sequence (UNPLUG_PRIMARY, wait-unplug, and FAILOVER_NEGOTIATED on the destination)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from testbed.errors import StepFailed
+from testbed.guest_shell import GuestShell
+from testbed.machine import QemuMachine
+from testbed.run_context import RunContext
+from testbed.scenario import MigrateStep
+from testbed.steps.pairs import expected_now
+from testbed.steps.registry import handles
+from testbed.waiting import wait_until
+
+logger = logging.getLogger(__name__)
+
+MIGRATION_EVENTS = {"MIGRATION", "UNPLUG_PRIMARY", "FAILOVER_NEGOTIATED", "DEVICE_DELETED", "MIGRATION_PASS"}
+# After migrate_cancel in wait-unplug, QEMU keeps waiting up to 30 s (120 x 250 ms, migration.c
+# qemu_savevm_wait_unplug) for an unplug it already started, so that it can plug the card back,
+# before it reports 'cancelled'. The testbed allows that plus a margin.
+CANCEL_GRACE_S = 30 + 15
+TERMINAL = {"completed", "failed", "cancelled"}
+
+
+def _follow_migration(ctx: RunContext, src: QemuMachine, step: MigrateStep, since: int) -> tuple[str, str | None, list]:
+    """Follows the source's MIGRATION events to a terminal status. Cancels in wait-unplug after
+    wait_unplug_timeout_s (QEMU would wait forever), or where cancel_in says."""
+    statuses: list[tuple[float, str]] = []
+    cancelled_by: str | None = None
+    deadline = ctx.clock.now() + ctx.timeout(step.timeout_s)
+    unplug_deadline: float | None = None
+    index = since
+    while True:
+        now = ctx.clock.now()
+        limit = min(deadline, unplug_deadline or deadline) - now
+        hit = src.events.next({"MIGRATION"}, index, limit)
+        if hit is None:
+            if cancelled_by is not None:
+                raise StepFailed(f"{step.vm}: migrate_cancel issued ({cancelled_by}) but no 'cancelled' came; "
+                                 f"statuses: {statuses}")
+            cancelled_by = "wait-unplug timeout" if unplug_deadline and ctx.clock.now() >= unplug_deadline \
+                else "step timeout"
+            logger.warning("%s: migration stuck in %s; migrate_cancel", step.vm, statuses[-1][1] if statuses else "nothing")
+            src.qmp.execute("migrate_cancel")
+            unplug_deadline, deadline = None, ctx.clock.now() + CANCEL_GRACE_S
+            continue
+        index = hit[0] + 1
+        status = hit[1].data["status"]
+        statuses.append((hit[1].t, status))
+        if status in TERMINAL:
+            return status, cancelled_by, statuses
+        unplug_deadline = hit[1].t + ctx.timeout(step.wait_unplug_timeout_s) if status == "wait-unplug" else None
+        if step.cancel_in == status and cancelled_by is None:
+            cancelled_by = f"cancel_in {status}"
+            src.qmp.execute("migrate_cancel")
+
+
+def _events_since(machine: QemuMachine, since: int) -> list[dict[str, Any]]:
+    return [{"t": r.t, "event": r.event, "data": r.data}
+            for r in machine.events.records()[since:] if r.event in MIGRATION_EVENTS]
+
+
+def _reconnect(ctx: RunContext, vm: str, timeout: float) -> None:
+    if vm in ctx.shells:
+        ctx.shells.pop(vm).close()
+    machine = ctx.machine(vm)
+    shell = GuestShell(vm, ctx.netns, machine.plan.ssh_port, ctx.image.ssh_key)
+    shell.connect(timeout, alive=machine.alive)
+    ctx.shells[vm] = shell
+
+
+def _migrate_once(ctx: RunContext, step: MigrateStep, number: int) -> dict[str, Any]:
+    ctx.start_deadline(step.timeout_s + CANCEL_GRACE_S)  # timeout_s is per migration, count may be > 1
+    src = ctx.machine(step.vm)
+    slot = 1 - src.plan.slot
+    label = f"{step.vm}-migration{len(ctx.report.migrations) + 1}"
+    dst = ctx.new_machine(step.vm, slot, incoming=True, label=label)
+    ctx.retired.append(dst)  # torn down whatever happens; swapped in below if the migration completes
+    sock = ctx.scratch_dir() / f"{step.vm}-{len(ctx.report.migrations) + 1}.sock"
+    entry: dict[str, Any] = {"vm": step.vm, "number": number + 1, "from_slot": src.plan.slot, "to_slot": slot,
+                             "destination_artifacts": str(dst.artifacts.directory)}
+    ctx.report.migrations.append(entry)
+    dst.launch()
+    capabilities = {"capabilities": [{"capability": "events", "state": True}]}
+    for machine in (src, dst):
+        machine.qmp.execute("migrate-set-capabilities", capabilities)
+    dst.qmp.execute("migrate-incoming", {"uri": f"unix:{sock}"})
+    src_cursor, dst_cursor = src.events.cursor(), dst.events.cursor()
+    started = ctx.clock.now()
+    src.qmp.execute("migrate", {"uri": f"unix:{sock}"})
+    status, cancelled_by, statuses = _follow_migration(ctx, src, step, src_cursor)
+    info = src.qmp.execute("query-migrate")
+    wait_unplug_ms = next((round((statuses[i + 1][0] - t) * 1000, 1) for i, (t, s) in enumerate(statuses[:-1])
+                           if s == "wait-unplug"), None)
+    entry.update({
+        "status": status, "cancelled_by": cancelled_by, "started_s": round(started, 3),
+        "ended_s": round(ctx.clock.now(), 3), "statuses": [s for _, s in statuses],
+        "total_time_ms": info.get("total-time"), "downtime_ms": info.get("downtime"),
+        "setup_time_ms": info.get("setup-time"), "wait_unplug_ms": wait_unplug_ms,
+        "events": _events_since(src, src_cursor)})
+    if status == "completed":
+        ctx.machines[step.vm] = dst
+        dst.watched = True  # from now on its death is the VM's death
+        ctx.retire(src)
+        _reconnect(ctx, step.vm, ctx.timeout(60))
+        if step.wait_for_pairs:
+            waited = wait_until(expected_now(ctx, step.vm), ctx.timeout(step.timeout_s),
+                                f"{step.vm}'s pairs on the destination")
+            entry["destination_pairs_ready_after_s"] = round(waited, 3)
+    else:
+        ctx.retire(dst)
+        if step.wait_for_pairs:
+            # QEMU re-plugs a primary it unplugged for the migration; the source must be whole again.
+            waited = wait_until(expected_now(ctx, step.vm), ctx.timeout(60),
+                                f"{step.vm}'s pairs back on the source after a {status} migration")
+            entry["source_pairs_ready_after_s"] = round(waited, 3)
+    entry["destination_events"] = _events_since(dst, dst_cursor)
+    return entry
+
+
+@handles(MigrateStep)
+def migrate(ctx: RunContext, step: MigrateStep) -> dict[str, Any]:
+    entries = []
+    for number in range(step.count):
+        entry = _migrate_once(ctx, step, number)
+        entries.append(entry)
+        logger.info("%s: migration %d/%d %s (total %s ms, downtime %s ms, wait-unplug %s ms)", step.vm,
+                    number + 1, step.count, entry["status"], entry["total_time_ms"], entry["downtime_ms"],
+                    entry["wait_unplug_ms"])
+        if entry["status"] != "completed":
+            break
+    last = entries[-1]
+    if last["status"] != step.expect or (step.expect == "completed" and len(entries) < step.count):
+        raise StepFailed(f"{step.vm}: migration {last['number']} ended {last['status']!r} "
+                         f"(cancelled by {last['cancelled_by']}), expected {step.expect!r}; statuses "
+                         f"{last['statuses']}")
+    return {"migrations": [{k: e.get(k) for k in ("number", "status", "total_time_ms", "downtime_ms",
+                                                   "wait_unplug_ms", "cancelled_by")} for e in entries]}

@@ -1,0 +1,43 @@
+"""Reading the guest's netdevs and comparing them with what each failover pair should show."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from testbed.failover_checks import default_expectation, explain, pair_problems
+from testbed.guest_probe import Netdev, read_netdevs
+from testbed.guest_shell import GuestShell
+from testbed.plan import PairPlan
+from testbed.run_context import RunContext
+from testbed.scenario import Expectation
+
+
+class PairsCheck:
+    """Reads the guest's netdevs and describes what differs from each pair's expectation (None when
+    everything is as expected). `last` keeps the netdevs of the latest reading for the report.
+    settle: wait for udev's queue first, so that a passing reading has the final names."""
+
+    def __init__(self, shell: GuestShell, pairs: list[PairPlan], expect: Callable[[PairPlan], Expectation],
+                 settle: bool = False):
+        self.shell, self.pairs, self.expect, self.settle = shell, pairs, expect, settle
+        self.last: list[Netdev] = []
+
+    def __call__(self) -> str | None:
+        if self.settle:
+            self.shell.run(["udevadm", "settle", "--timeout=5"], timeout=15, check=False)
+        self.last = read_netdevs(self.shell)
+        problems = [problem for p in self.pairs for problem in pair_problems(self.last, p, self.expect(p))]
+        return explain(problems, self.last) if problems else None
+
+
+def pairs_check(ctx: RunContext, vm: str, pair_names: list[str] | None, expect: Expectation | None,
+                settle: bool = False) -> PairsCheck:
+    pairs = [p for p in ctx.plan(vm).pairs if pair_names is None or p.pair.name in pair_names]
+    return PairsCheck(ctx.shell(vm), pairs, lambda p: expect or default_expectation(p), settle=settle)
+
+
+def expected_now(ctx: RunContext, vm: str) -> PairsCheck:
+    """Pairs whose primary a step unplugged stay standby-only; the others as they boot."""
+    absent = ctx.absent_primaries.get(vm, set())
+    return PairsCheck(ctx.shell(vm), ctx.plan(vm).pairs,
+                      lambda p: Expectation.STANDBY_ONLY if p.pair.name in absent else default_expectation(p))

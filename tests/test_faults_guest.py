@@ -1,0 +1,99 @@
+"""A VM that dies is reported for what it is, at once: QEMU killed by a signal during traffic or during
+a migration, and a guest kernel panic. Each run is a real `testbed run` of a scenario in tests/faults."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from testbed.leftovers import qemu_processes, run_leftovers
+
+REPO = Path(__file__).parent.parent
+FAULTS = Path(__file__).parent / "faults"
+pytestmark = pytest.mark.guest
+
+
+def _start(tmp_path: Path, scenario: str) -> tuple[subprocess.Popen, Path]:
+    artifacts = tmp_path / "art"
+    proc = subprocess.Popen([sys.executable, "-m", "testbed.cli", "run", str(FAULTS / scenario),
+                             "--artifacts", str(artifacts)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return proc, artifacts
+
+
+def _wait_for(what: str, condition, proc: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert proc.poll() is None, f"testbed ended before {what}: {proc.communicate()}"
+        assert time.monotonic() < deadline, f"waited {timeout}s for {what}"
+        time.sleep(0.05)
+
+
+def _events(path: Path) -> list[str]:
+    if not path.exists():
+        return []
+    return [json.loads(line)["event"] for line in path.read_text().splitlines() if line.strip()]
+
+
+def _steps(artifacts: Path) -> list[dict]:
+    path = artifacts / "steps.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def _qemu_pid(artifacts: Path, label: str) -> int:
+    (pid,) = [pid for pid, cmd in qemu_processes(str(artifacts / label) + "/")]
+    return pid
+
+
+def _kill_and_time(proc: subprocess.Popen, pid: int) -> tuple[float, str]:
+    killed = time.monotonic()
+    os.kill(pid, signal.SIGKILL)
+    _, err = proc.communicate(timeout=60)
+    return time.monotonic() - killed, " ".join(err.split())
+
+
+def test_qemu_killed_during_traffic_is_named_within_seconds(tmp_path):
+    proc, artifacts = _start(tmp_path, "kill-during-traffic.yaml")
+    # The long sleep: the first check-traffic passed, probes are running.
+    _wait_for("the sleep step", lambda: {"index": 3, "action": "sleep", "event": "start"}.items() <=
+              (_steps(artifacts)[-1:] or [{}])[-1].items(), proc)
+    took, err = _kill_and_time(proc, _qemu_pid(artifacts, "vm1"))
+    assert proc.returncode == 1, err
+    assert took < 5, f"the testbed took {took:.1f}s to report the death"
+    assert "vm1: QEMU exited (signal 9, SIGKILL) during step 3 (sleep)" in err
+    report = json.loads((artifacts / "report.json").read_text())
+    assert report["passed"] is False
+    assert "vm1: QEMU exited (signal 9, SIGKILL) during step 3 (sleep)" in report["error"]
+    assert report["vms"]["vm1"]["exit"]["signal"] == "SIGKILL"
+    assert report["vms"]["vm1"]["shutdowns"][0]["how"] == "exited-before"
+    assert run_leftovers(artifacts) == []
+
+
+def test_source_killed_during_migration_is_named_within_seconds(tmp_path):
+    proc, artifacts = _start(tmp_path, "kill-during-migration.yaml")
+    _wait_for("the migration to sit in wait-unplug",
+              lambda: "UNPLUG_PRIMARY" in _events(artifacts / "vm1" / "qmp-events.jsonl"), proc)
+    took, err = _kill_and_time(proc, _qemu_pid(artifacts, "vm1"))
+    assert proc.returncode == 1, err
+    assert took < 5, f"the testbed took {took:.1f}s to report the death"
+    assert "vm1: QEMU exited (signal 9, SIGKILL) during step 2 (migrate)" in err
+    report = json.loads((artifacts / "report.json").read_text())
+    assert report["vms"]["vm1"]["exit"]["signal"] == "SIGKILL"
+    assert run_leftovers(artifacts) == []
+
+
+def test_guest_kernel_panic_is_named_as_one(tmp_path):
+    proc, artifacts = _start(tmp_path, "guest-panic.yaml")
+    _, err = proc.communicate(timeout=300)
+    err = " ".join(err.split())
+    assert proc.returncode == 1, err
+    assert "vm1: guest kernel panic (serial: Kernel panic - not syncing: sysrq triggered crash) during step 1 (exec)" \
+        in err
+    report = json.loads((artifacts / "report.json").read_text())
+    assert report["vms"]["vm1"]["exit"]["panic"].startswith("Kernel panic - not syncing")
+    assert report["steps"][1]["ok"] is False and len(report["steps"]) == 2
