@@ -3,11 +3,13 @@
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import pytest
 
+from testbed.artifacts import SCRATCH_PREFIX, sweep_dead_scratch
 from testbed.leftovers import run_leftovers
 
 REPO = Path(__file__).parent.parent
@@ -51,3 +53,8 @@ def test_sigkill_of_the_testbed_takes_qemu_and_the_namespace_with_it(tmp_path):
     proc.kill()
     proc.communicate(timeout=30)
     _assert_nothing_left(artifacts)
+    # A SIGKILLed run cannot remove its socket directory; the next run's sweep does.
+    left = list(Path(tempfile.gettempdir()).glob(f"{SCRATCH_PREFIX}{proc.pid}-*"))
+    assert left, "expected the killed run's socket directory"
+    assert set(left) <= set(sweep_dead_scratch())
+    assert not any(p.exists() for p in left)
