@@ -13,7 +13,6 @@ from pathlib import Path
 from rich.console import Console
 from rich.logging import RichHandler
 from rich.markup import escape
-from rich.table import Table
 
 from testbed.artifacts import new_artifacts_dir
 from testbed.errors import ScenarioError, TestbedError

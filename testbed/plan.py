@@ -9,6 +9,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass, field, replace
 
+from testbed.primary_kinds import MGMT_MAC_PREFIX, PrimaryKindSpec, derived_mac, kind_of
 from testbed.scenario import FailoverPair, PrimaryKind, Scenario, VM
 
 SSH_PORT_BASE = 2200  # hostfwd ports live in the run's private namespace, so fixed numbers are safe
@@ -33,18 +34,17 @@ class PairPlan:
     primary: NicPlan | None
 
     @property
+    def kind(self) -> PrimaryKindSpec | None:
+        return kind_of(self.pair)
+
+    @property
     def primary_kind(self) -> PrimaryKind | None:
-        return self.pair.primary.kind if self.pair.primary else None
+        return self.kind.kind if self.kind else None
 
     @property
     def guest_primary_driver(self) -> str | None:
         """The driver the guest binds to the netdev that should become the failover primary."""
-        if self.pair.primary is None:
-            return None
-        if self.pair.primary.kind == PrimaryKind.IGB_VF:
-            return "igbvf"
-        return {"e1000e": "e1000e", "e1000": "e1000", "rtl8139": "8139cp",
-                "virtio-net-pci": "virtio_net"}[self.pair.primary.model]
+        return self.kind.guest_driver(self.pair) if self.kind else None
 
 
 @dataclass(frozen=True)
@@ -77,8 +77,7 @@ class MachinePlan:
         return next(p for p in self.pairs if p.pair.name == name)
 
     def kernel_cmdline(self) -> list[str]:
-        sriov = [f"{p.primary.mac}/{p.pair.primary.num_vfs}/{p.pair.primary.vf_index}/{p.pair.mac}"
-                 for p in self.pairs if p.primary_kind == PrimaryKind.IGB_VF]
+        sriov = [entry for p in self.pairs if p.kind and (entry := p.kind.guest_config(p))]
         addrs = [f"{p.pair.mac}={p.pair.address.with_prefixlen}" for p in self.pairs if p.pair.address]
         args = ["console=ttyS0", "panic=-1", "quiet", "loglevel=6", f"testbed.hostname={self.name}",
                 f"testbed.mgmt={self.mgmt_mac}"]
@@ -87,11 +86,6 @@ class MachinePlan:
         if addrs:
             args.append("testbed.addr=" + ",".join(addrs))
         return args + list(self.vm.kernel_args)
-
-
-def _derived_mac(prefix: int, vm_index: int, nic_index: int) -> str:
-    # Locally administered (0x02 bit) so they never clash with the 52:54:00 MACs scenarios use.
-    return f"{prefix:02x}:54:00:{vm_index:02x}:{nic_index:02x}:01"
 
 
 def plan_machine(vm: VM, index: int) -> MachinePlan:
@@ -104,17 +98,14 @@ def plan_machine(vm: VM, index: int) -> MachinePlan:
                           driver="virtio-net-pci")
         ports.append(sby_port)
         primary = None
-        if pair.primary is not None:
-            if pair.primary.kind == PrimaryKind.IGB_VF:
-                mac, driver = _derived_mac(0x06, index, n), "igb"
-            else:
-                mac, driver = pair.mac, pair.primary.model
+        if (kind := kind_of(pair)) is not None:
+            mac, driver = kind.device_mac(pair, index, n), kind.qemu_driver(pair)
             primary = NicPlan(device_id=f"{pair.name}-pri", netdev_id=f"hn-{pair.name}-pri",
                               tap=f"t{index}{pair.name}p"[:15], mac=mac, root_port=pri_port,
                               driver=driver)
             ports.append(pri_port)
         pairs.append(PairPlan(pair, standby, primary))
-    return MachinePlan(vm=vm, index=index, mgmt_mac=_derived_mac(0x0a, index, 0),
+    return MachinePlan(vm=vm, index=index, mgmt_mac=derived_mac(MGMT_MAC_PREFIX, index, 0),
                        ssh_port=SSH_PORT_BASE + index, pairs=pairs, root_ports=ports)
 
 

@@ -6,7 +6,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from testbed.plan import MachinePlan, NicPlan, PairPlan
-from testbed.scenario import PrimaryKind
 
 FIRST_ROOT_PORT_SLOT = 3
 
@@ -51,10 +50,8 @@ def primary_props(pair: PairPlan) -> dict[str, object]:
     assert nic is not None
     props: dict[str, object] = {"driver": nic.driver, "id": nic.device_id, "netdev": nic.netdev_id,
                                 "mac": nic.mac, "bus": nic.root_port}
-    if pair.primary_kind == PrimaryKind.PCI:
-        # The option ROM would make migration fail (unknown ramblock on the destination).
-        props["romfile"] = ""
-        props["failover_pair_id"] = pair.standby.device_id
+    assert pair.kind is not None
+    props.update(pair.kind.extra_props(pair))
     return props
 
 

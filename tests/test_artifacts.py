@@ -70,7 +70,7 @@ def test_a_read_only_artifacts_disk_is_refused_before_anything_starts(tmp_path, 
     done = _run(read_only / "run", qemu)
     err = " ".join(done.stderr.split())
     assert done.returncode == 1, err
-    assert f"cannot create an artifacts directory" in err or f"{read_only / 'run'} is not writable" in err
+    assert "cannot create an artifacts directory" in err or f"{read_only / 'run'} is not writable" in err
     assert "Read-only file system" in err and "Traceback" not in err
     assert not marker.exists()
 

@@ -1,4 +1,7 @@
+import os
 from pathlib import Path
+
+import pytest
 
 from testbed.plan import plan_machines
 from testbed.qemu_argv import LaunchFiles, build_argv, primary_props
@@ -64,3 +67,18 @@ def test_a_raw_boot_has_neither_the_testbed_monitor_nor_a_pause():
     assert "-S" not in destination and destination[destination.index("-incoming") + 1] == "defer"
     assert not any(d.startswith("e1000e,") for d in _devices(destination))
     assert "tap,id=hn-net0-pri,ifname=t0net0p,script=no,downscript=no,vhost=off" in destination  # for a re-plug
+
+
+GOLDEN = Path(__file__).parent / "golden"
+
+
+@pytest.mark.parametrize("scenario", ["standby-pci", "standby-igb-vf", "two-pairs"])
+def test_argv_matches_its_golden_file(scenario):
+    """Any change to the QEMU command line (a -cpu, an -smp, a root port's address) shows up in review
+    as a diff of tests/golden/. Regenerate with TESTBED_UPDATE_GOLDEN=1 after checking the change."""
+    (plan,) = plan_machines(load_scenario(SCENARIOS / f"{scenario}.yaml"))
+    text = "\n".join(build_argv("qemu-system-x86_64", plan, FILES, "tcg")) + "\n"
+    golden = GOLDEN / f"{scenario}.argv"
+    if os.environ.get("TESTBED_UPDATE_GOLDEN"):
+        golden.write_text(text)
+    assert text == golden.read_text(), f"argv of {scenario} differs from {golden}"
