@@ -161,12 +161,12 @@ def run_probe_bench(console: Console, outages_ms: tuple[int, ...] = (5, 10, 20, 
             ctx = run.ctx
             if not run.step(BootStep(action="boot")).ok:
                 raise SystemExit(f"boot failed: {ctx.report.steps[-1].error}")
-            qemu_pid = ctx.machines["vm1"].proc.pid  # type: ignore[union-attr]
+            qemu_pid = ctx.machine("vm1").pid
             console.log("CPU: no probe")
             results["cpu_idle"] = _cpu_share({"qemu": qemu_pid}, window_s)
             run.step(StartTrafficStep(action="start-traffic", vm="vm1", pair="net0", tcp=False))
             session = ctx.traffic[("vm1", "net0")]
-            ping_pid = session.ping._proc.pid  # type: ignore[union-attr]
+            ping_pid = session.ping.pid
             console.log("CPU: ping at 200/s")
             mark = ctx.clock.now()
             results["cpu_ping"] = _cpu_share({"qemu": qemu_pid, "ping": ping_pid}, window_s)
@@ -237,23 +237,22 @@ def run_migration_bench(console: Console, memories: tuple[int, ...] = (256, 1024
                 scenario = load_scenario(scenario_path, {"memory": memory, "announce": announce,
                                                          "migration_gap_ms": 60000})
                 report = run_scenario(scenario, RunOptions(artifacts_dir=Path(tmp) / f"{memory}-{announce}"))
-                (ping,) = [t for t in report.traffic if t["probe"] == "ping"]
-                (tcp,) = [t for t in report.traffic if t["probe"] == "tcp"]
+                (tcp,) = report.tcp()
                 steps = report.steps
                 for m_index, migration in zip([s.index for s in steps if s.action == "migrate"],
                                               report.migrations):
                     until = next(s.index for s in steps[m_index:] if s.action == "check-traffic")
-                    gaps = [g for g in ping["gaps"] if m_index <= g["step"] <= until]
+                    gaps = report.gaps_in(m_index, until)
                     step = steps[m_index]
                     rows.append({
-                        "memory_mib": memory, "announce_self": announce, "migration": migration["number"],
-                        "direction": f"{migration['from_slot']}->{migration['to_slot']}",
-                        "status": migration["status"], "passed": report.passed,
+                        "memory_mib": memory, "announce_self": announce, "migration": migration.number,
+                        "direction": f"{migration.from_slot}->{migration.to_slot}",
+                        "status": migration.status, "passed": report.passed,
                         "step_wall_s": round((step.ended_s or 0) - step.started_s, 2),
-                        "total_time_ms": migration["total_time_ms"], "downtime_ms": migration["downtime_ms"],
-                        "wait_unplug_ms": migration["wait_unplug_ms"],
-                        "gap_ms": max((g["ms"] for g in gaps), default=0.0),
-                        "lost": sum(g["lost"] for g in gaps), "tcp_max_stall_ms": tcp["max_stall_ms"]})
+                        "total_time_ms": migration.total_time_ms, "downtime_ms": migration.downtime_ms,
+                        "wait_unplug_ms": migration.wait_unplug_ms,
+                        "gap_ms": max((g.ms for g in gaps), default=0.0),
+                        "lost": sum(g.lost for g in gaps), "tcp_max_stall_ms": tcp.max_stall_ms})
     return {"rows": rows}
 
 

@@ -127,6 +127,10 @@ class QemuMachine:
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
+    @property
+    def pid(self) -> int | None:
+        return None if self.proc is None else self.proc.pid
+
     def exit_status(self) -> int | None:
         return None if self.proc is None else self.proc.poll()
 

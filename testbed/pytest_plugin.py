@@ -82,9 +82,8 @@ def describe_failure(report: RunReport) -> str:
     for vm, info in report.vms.items():
         for kind, path in info.artifacts.items():
             lines.append(f"    {vm} {kind}: {path}")
-    for t in report.traffic:
-        if t.get("log"):
-            lines.append(f"    {t['vm']}/{t['pair']} traffic log: {t['log']}")
+    for p in report.pings():
+        lines.append(f"    {p.vm}/{p.pair} traffic log: {p.log}")
     return "\n".join(lines)
 
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from testbed.artifacts import write_whole
 
@@ -43,6 +43,76 @@ class VmReport(BaseModel):
     shutdowns: list[dict[str, Any]] = []
 
 
+class GapRecord(BaseModel):
+    start_s: float
+    end_s: float
+    ms: float
+    lost: int
+    step: int | None          # the step running when the gap started
+    step_action: str | None
+
+
+class TimelineBins(BaseModel):
+    start_s: float
+    bin_s: float
+    received: list[int]
+
+
+class PingReport(BaseModel):
+    probe: Literal["ping"] = "ping"
+    vm: str
+    pair: str
+    target: str
+    timeline: TimelineBins
+    log: str
+    interval_ms: float
+    sent: int
+    received: int
+    lost: int
+    duplicates: int
+    reordered: int
+    max_gap_ms: float
+    gaps: list[GapRecord]
+
+
+class TcpReport(BaseModel):
+    probe: Literal["tcp"] = "tcp"
+    vm: str
+    pair: str
+    target: str
+    bytes_sent: int
+    bytes_echoed: int
+    max_stall_ms: float
+    error: str | None
+    error_s: float | None
+    bytes_per_step: dict[int, int]
+
+
+TrafficReport = Annotated[Union[PingReport, TcpReport], Field(discriminator="probe")]
+
+
+class MigrationRecord(BaseModel):
+    """One migration: QEMU's status sequence and figures, the failover events on both ends."""
+    vm: str
+    number: int
+    from_slot: int
+    to_slot: int
+    destination_artifacts: str
+    status: str | None = None           # completed, failed or cancelled
+    cancelled_by: str | None = None
+    started_s: float | None = None
+    ended_s: float | None = None
+    statuses: list[str] = []
+    total_time_ms: float | None = None
+    downtime_ms: float | None = None
+    setup_time_ms: float | None = None
+    wait_unplug_ms: float | None = None
+    events: list[dict[str, Any]] = []
+    destination_events: list[dict[str, Any]] = []
+    destination_pairs_ready_after_s: float | None = None
+    source_pairs_ready_after_s: float | None = None
+
+
 class RunReport(BaseModel):
     scenario: str
     scenario_file: str
@@ -51,10 +121,25 @@ class RunReport(BaseModel):
     host: HostInfo | None = None
     vms: dict[str, VmReport] = {}
     steps: list[StepRecord] = []
-    traffic: list[dict[str, Any]] = []
-    migrations: list[dict[str, Any]] = []
+    traffic: list[TrafficReport] = []
+    migrations: list[MigrationRecord] = []
     error: str | None = None
     artifacts_dir: str
+
+    def pings(self) -> list[PingReport]:
+        return [t for t in self.traffic if isinstance(t, PingReport)]
+
+    def tcp(self) -> list[TcpReport]:
+        return [t for t in self.traffic if isinstance(t, TcpReport)]
+
+    def gaps_in(self, first_step: int, last_step: int | None = None) -> list[GapRecord]:
+        """Ping gaps of every pair that started in steps first_step..last_step (inclusive)."""
+        last = first_step if last_step is None else last_step
+        return [g for p in self.pings() for g in p.gaps if g.step is not None and first_step <= g.step <= last]
+
+    @classmethod
+    def load(cls, path: Path) -> "RunReport":
+        return cls.model_validate_json(path.read_text())
 
     def write(self, path: Path) -> None:
         """Whole or not at all (ArtifactsError): a full disk never leaves a truncated report."""

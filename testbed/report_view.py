@@ -14,7 +14,7 @@ from testbed.report import RunReport
 
 def print_report(console: Console, report: RunReport) -> None:
     table = Table(title=f"{report.scenario}: {'PASSED' if report.passed else 'FAILED'} in {report.duration_s:.1f}s")
-    pings = [t for t in report.traffic if t["probe"] == "ping"]
+    pings = report.pings()
     columns = ["#", "step", "ok", "start s", "end s"]
     if pings:
         columns += ["max gap ms", "lost", "carried by"]
@@ -24,18 +24,17 @@ def print_report(console: Console, report: RunReport) -> None:
         row = [str(s.index), s.action, "yes" if s.ok else "NO", f"{s.started_s:.2f}",
                f"{s.ended_s:.2f}" if s.ended_s is not None else "-"]
         if pings:
-            gaps = [g for t in pings for g in t["gaps"] if g["step"] == s.index]
-            row += [f"{max(g['ms'] for g in gaps):.0f}" if gaps else "-",
-                    str(sum(g["lost"] for g in gaps)) if gaps else "-", _carried_by(s.counters)]
+            gaps = report.gaps_in(s.index)
+            row += [f"{max(g.ms for g in gaps):.0f}" if gaps else "-",
+                    str(sum(g.lost for g in gaps)) if gaps else "-", _carried_by(s.counters)]
         table.add_row(*(Text(cell) for cell in row), Text((s.error or "")[:300]))
     console.print(table)
-    for t in report.traffic:
-        if t["probe"] == "ping":
-            console.print(f"{t['vm']}/{t['pair']} ping {t['target']} every {t['interval_ms']:g} ms: sent {t['sent']}, "
-                          f"received {t['received']}, lost {t['lost']}, max gap {t['max_gap_ms']} ms")
-        else:
-            console.print(f"{t['vm']}/{t['pair']} tcp: {t['bytes_echoed']} of {t['bytes_sent']} bytes echoed, "
-                          f"longest stall {t['max_stall_ms']} ms" + (f", error {escape(t['error'])}" if t["error"] else ""))
+    for p in pings:
+        console.print(f"{p.vm}/{p.pair} ping {p.target} every {p.interval_ms:g} ms: sent {p.sent}, "
+                      f"received {p.received}, lost {p.lost}, max gap {p.max_gap_ms} ms")
+    for t in report.tcp():
+        console.print(f"{t.vm}/{t.pair} tcp: {t.bytes_echoed} of {t.bytes_sent} bytes echoed, "
+                      f"longest stall {t.max_stall_ms} ms" + (f", error {escape(t.error)}" if t.error else ""))
     for vm, info in report.vms.items():
         t = Table(title=f"{vm} netdevs")
         for col in ("name", "role", "driver", "master", "mac", "perm_addr", "operstate"):

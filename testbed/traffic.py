@@ -148,6 +148,10 @@ class PingProbe:
         self._reader = threading.Thread(target=self._read, name=f"ping-{self.target}", daemon=True)
         self._reader.start()
 
+    @property
+    def pid(self) -> int | None:
+        return None if self._proc is None else self._proc.pid
+
     def _read(self) -> None:
         assert self._proc and self._proc.stdout
         for line in self._proc.stdout:

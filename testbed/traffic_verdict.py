@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from testbed.datapath import Snapshot, path_shares
+from testbed.report import GapRecord, PingReport, TcpReport, TimelineBins
 from testbed.traffic import Gap, PingResult, StepWindow, TcpResult
 
 PATH_MIN_SHARE = 0.9  # "carried by the primary" means at least 90 % of the slaves' packets
@@ -74,18 +75,17 @@ def ping_timeline(reply_times: list[float], started_s: float, bin_s: float = 0.0
 
 
 def ping_entry(vm: str, pair: str, target: str, interval_ms: float, started_s: float,
-               reply_times: list[float], result: PingResult, log: str) -> dict[str, Any]:
+               reply_times: list[float], result: PingResult, log: str) -> PingReport:
     bin_s = 0.01
-    return {"vm": vm, "pair": pair, "probe": "ping", "target": target,
-            "timeline": {"start_s": round(started_s, 4), "bin_s": bin_s,
-                         "received": ping_timeline(reply_times, started_s, bin_s)},
-            "log": log, "interval_ms": interval_ms, "sent": result.sent, "received": result.received,
-            "lost": result.lost, "duplicates": result.duplicates, "reordered": result.reordered,
-            "max_gap_ms": result.max_gap_ms, "gaps": [gap_dict(g) for g in result.gaps]}
+    return PingReport(vm=vm, pair=pair, target=target,
+                      timeline=TimelineBins(start_s=round(started_s, 4), bin_s=bin_s,
+                                            received=ping_timeline(reply_times, started_s, bin_s)),
+                      log=log, interval_ms=interval_ms, sent=result.sent, received=result.received,
+                      lost=result.lost, duplicates=result.duplicates, reordered=result.reordered,
+                      max_gap_ms=result.max_gap_ms, gaps=[GapRecord(**gap_dict(g)) for g in result.gaps])
 
 
-def tcp_entry(vm: str, pair: str, target: str, tcp: TcpResult, windows: list[StepWindow]) -> dict[str, Any]:
-    return {"vm": vm, "pair": pair, "probe": "tcp", "target": target, "bytes_sent": tcp.bytes_sent,
-            "bytes_echoed": tcp.bytes_echoed, "max_stall_ms": tcp.max_stall_ms, "error": tcp.error,
-            "error_s": tcp.error_s,
-            "bytes_per_step": {w.index: tcp.bytes_between(w.started_s, w.ended_s) for w in windows}}
+def tcp_entry(vm: str, pair: str, target: str, tcp: TcpResult, windows: list[StepWindow]) -> TcpReport:
+    return TcpReport(vm=vm, pair=pair, target=target, bytes_sent=tcp.bytes_sent, bytes_echoed=tcp.bytes_echoed,
+                     max_stall_ms=tcp.max_stall_ms, error=tcp.error, error_s=tcp.error_s,
+                     bytes_per_step={w.index: tcp.bytes_between(w.started_s, w.ended_s) for w in windows})

@@ -9,6 +9,7 @@ from typing import Any
 from testbed.errors import StepFailed
 from testbed.guest_shell import GuestShell
 from testbed.machine import QemuMachine
+from testbed.report import MigrationRecord
 from testbed.run_context import RunContext
 from testbed.scenario import MigrateStep
 from testbed.steps.pairs import expected_now
@@ -72,7 +73,7 @@ def _reconnect(ctx: RunContext, vm: str, timeout: float) -> None:
     ctx.shells[vm] = shell
 
 
-def _migrate_once(ctx: RunContext, step: MigrateStep, number: int) -> dict[str, Any]:
+def _migrate_once(ctx: RunContext, step: MigrateStep, number: int) -> MigrationRecord:
     ctx.start_deadline(step.timeout_s + CANCEL_GRACE_S)  # timeout_s is per migration, count may be > 1
     src = ctx.machine(step.vm)
     slot = 1 - src.plan.slot
@@ -80,8 +81,8 @@ def _migrate_once(ctx: RunContext, step: MigrateStep, number: int) -> dict[str, 
     dst = ctx.new_machine(step.vm, slot, incoming=True, label=label)
     ctx.retired.append(dst)  # torn down whatever happens; swapped in below if the migration completes
     sock = ctx.scratch_dir() / f"{step.vm}-{len(ctx.report.migrations) + 1}.sock"
-    entry: dict[str, Any] = {"vm": step.vm, "number": number + 1, "from_slot": src.plan.slot, "to_slot": slot,
-                             "destination_artifacts": str(dst.artifacts.directory)}
+    entry = MigrationRecord(vm=step.vm, number=number + 1, from_slot=src.plan.slot, to_slot=slot,
+                            destination_artifacts=str(dst.artifacts.directory))
     ctx.report.migrations.append(entry)
     dst.launch()
     capabilities = {"capabilities": [{"capability": "events", "state": True}]}
@@ -95,12 +96,12 @@ def _migrate_once(ctx: RunContext, step: MigrateStep, number: int) -> dict[str, 
     info = src.qmp.execute("query-migrate")
     wait_unplug_ms = next((round((statuses[i + 1][0] - t) * 1000, 1) for i, (t, s) in enumerate(statuses[:-1])
                            if s == "wait-unplug"), None)
-    entry.update({
-        "status": status, "cancelled_by": cancelled_by, "started_s": round(started, 3),
-        "ended_s": round(ctx.clock.now(), 3), "statuses": [s for _, s in statuses],
-        "total_time_ms": info.get("total-time"), "downtime_ms": info.get("downtime"),
-        "setup_time_ms": info.get("setup-time"), "wait_unplug_ms": wait_unplug_ms,
-        "events": _events_since(src, src_cursor)})
+    entry.status, entry.cancelled_by = status, cancelled_by
+    entry.started_s, entry.ended_s = round(started, 3), round(ctx.clock.now(), 3)
+    entry.statuses = [s for _, s in statuses]
+    entry.total_time_ms, entry.downtime_ms = info.get("total-time"), info.get("downtime")
+    entry.setup_time_ms, entry.wait_unplug_ms = info.get("setup-time"), wait_unplug_ms
+    entry.events = _events_since(src, src_cursor)
     if status == "completed":
         ctx.machines[step.vm] = dst
         dst.watched = True  # from now on its death is the VM's death
@@ -109,15 +110,15 @@ def _migrate_once(ctx: RunContext, step: MigrateStep, number: int) -> dict[str, 
         if step.wait_for_pairs:
             waited = wait_until(expected_now(ctx, step.vm), ctx.timeout(step.timeout_s),
                                 f"{step.vm}'s pairs on the destination")
-            entry["destination_pairs_ready_after_s"] = round(waited, 3)
+            entry.destination_pairs_ready_after_s = round(waited, 3)
     else:
         ctx.retire(dst)
         if step.wait_for_pairs:
             # QEMU re-plugs a primary it unplugged for the migration; the source must be whole again.
             waited = wait_until(expected_now(ctx, step.vm), ctx.timeout(60),
                                 f"{step.vm}'s pairs back on the source after a {status} migration")
-            entry["source_pairs_ready_after_s"] = round(waited, 3)
-    entry["destination_events"] = _events_since(dst, dst_cursor)
+            entry.source_pairs_ready_after_s = round(waited, 3)
+    entry.destination_events = _events_since(dst, dst_cursor)
     return entry
 
 
@@ -128,14 +129,14 @@ def migrate(ctx: RunContext, step: MigrateStep) -> dict[str, Any]:
         entry = _migrate_once(ctx, step, number)
         entries.append(entry)
         logger.info("%s: migration %d/%d %s (total %s ms, downtime %s ms, wait-unplug %s ms)", step.vm,
-                    number + 1, step.count, entry["status"], entry["total_time_ms"], entry["downtime_ms"],
-                    entry["wait_unplug_ms"])
-        if entry["status"] != "completed":
+                    number + 1, step.count, entry.status, entry.total_time_ms, entry.downtime_ms,
+                    entry.wait_unplug_ms)
+        if entry.status != "completed":
             break
     last = entries[-1]
-    if last["status"] != step.expect or (step.expect == "completed" and len(entries) < step.count):
-        raise StepFailed(f"{step.vm}: migration {last['number']} ended {last['status']!r} "
-                         f"(cancelled by {last['cancelled_by']}), expected {step.expect!r}; statuses "
-                         f"{last['statuses']}")
-    return {"migrations": [{k: e.get(k) for k in ("number", "status", "total_time_ms", "downtime_ms",
+    if last.status != step.expect or (step.expect == "completed" and len(entries) < step.count):
+        raise StepFailed(f"{step.vm}: migration {last.number} ended {last.status!r} "
+                         f"(cancelled by {last.cancelled_by}), expected {step.expect!r}; statuses "
+                         f"{last.statuses}")
+    return {"migrations": [{k: getattr(e, k) for k in ("number", "status", "total_time_ms", "downtime_ms",
                                                    "wait_unplug_ms", "cancelled_by")} for e in entries]}
