@@ -20,14 +20,14 @@ def test_typo_in_key_names_file_and_key_path():
         load_scenario(DATA / "typo-key.yaml")
     assert e.value.file.endswith("typo-key.yaml")
     assert e.value.key == "vms[0].pairs[0].primry"
-    assert e.value.reason == "unknown key"
+    assert e.value.reason == "unknown key 'primry' (did you mean 'primary'?)"
 
 
 def test_unknown_primary_kind_lists_the_known_ones():
     with pytest.raises(ScenarioError) as e:
         load_scenario(DATA / "unknown-kind.yaml")
     assert e.value.key == "vms[0].pairs[0].primary"
-    assert "'mlx5-vf'" in e.value.reason and "igb-vf" in e.value.reason and "pci" in e.value.reason
+    assert e.value.reason == "unknown kind 'mlx5-vf'; expected one of 'igb-vf', 'pci'"
 
 
 def test_template_variables_render_and_missing_ones_are_named():
@@ -59,8 +59,8 @@ steps:
 @pytest.mark.parametrize("mac,steps,key,reason", [
     ("52:54:00:00:12:5", "", "vms[0].pairs[0].mac", "not a MAC"),
     ("53:54:00:00:12:53", "", "vms[0].pairs[0].mac", "multicast"),
-    ("52:54:00:00:12:53", "  - {action: check-netdevs, vm: vm9}", "(top level)", "names VM 'vm9'"),
-    ("52:54:00:00:12:53", "  - {action: check-netdevs, vm: vm1, pairs: [nope]}", "(top level)", "pair 'nope'"),
+    ("52:54:00:00:12:53", "  - {action: check-netdevs, vm: vm9}", "steps[1].vm", "names VM 'vm9'"),
+    ("52:54:00:00:12:53", "  - {action: check-netdevs, vm: vm1, pairs: [nope]}", "steps[1].pairs[0]", "pair 'nope'"),
     ("52:54:00:00:12:53", "  - {action: reboot}", "steps[1]", "unknown action 'reboot'"),
     ("52:54:00:00:12:53", "  - {action: sleep, seconds: -1}", "steps[1].seconds", "greater than 0"),
 ])
@@ -74,3 +74,156 @@ def test_invalid_values_are_rejected_with_key_and_reason(tmp_path, mac, steps, k
 def test_vf_index_must_fit_num_vfs():
     with pytest.raises(ValueError, match="vf_index 2 needs num_vfs > 2"):
         IgbVfPrimary(kind="igb-vf", num_vfs=2, vf_index=2)
+
+
+# --- A valid scenario, and one change at a time that must be refused with this key and reason ---
+
+VALID = """\
+name: base
+vms:
+  - name: vm1
+    pairs:
+      - name: net0
+        mac: "52:54:00:00:12:53"
+        address: 192.168.77.2/24
+        primary: {kind: pci}
+  - name: vm2
+    pairs:
+      - name: net0
+        mac: "52:54:00:00:12:54"
+        address: 192.168.77.3/24
+steps:
+  - action: boot
+    vms: [vm1]
+  - {action: start-traffic, vm: vm1, pair: net0}
+"""
+
+
+def _load_changed(tmp_path, old, new, name="s.yaml"):
+    assert old in VALID
+    path = tmp_path / name
+    path.write_text(VALID.replace(old, new, 1))
+    return load_scenario(path)
+
+
+def test_the_base_of_the_change_table_is_valid(tmp_path):
+    scenario = _load_changed(tmp_path, "name: base", "name: base")
+    assert scenario.name == "base" and [vm.name for vm in scenario.vms] == ["vm1", "vm2"]
+
+
+@pytest.mark.parametrize("old,new,key,reason", [
+    # misspelt keys and values: the misspelt key is named, with what it probably meant
+    ("action: start-traffic", "action: start-trafic", "steps[1]", "unknown action 'start-trafic' (did you mean 'start-traffic'?)"),
+    ("{action: start-traffic", "{actoin: start-traffic", "steps[1].actoin", "unknown key 'actoin' (did you mean 'action'?)"),
+    ("vm: vm1, pair", "vmm: vm1, pair", "steps[1].vmm", "unknown key 'vmm' (did you mean 'vm'?)"),
+    ("vm: vm1, pair", "pair", "steps[1].vm", "missing key 'vm'"),
+    ("kind: pci}", "knd: pci}", "vms[0].pairs[0].primary.knd", "unknown key 'knd' (did you mean 'kind'?)"),
+    ("kind: pci}", "kind: pcii}", "vms[0].pairs[0].primary", "unknown kind 'pcii' (did you mean 'pci'?)"),
+    ("    vms: [vm1]", "    vsm: [vm1]", "steps[0].vsm", "unknown key 'vsm' (did you mean 'vms'?)"),
+    ("name: base", "nmae: base", "nmae", "unknown key 'nmae' (did you mean 'name'?)"),
+    # primary models the guest cannot use
+    ("kind: pci}", "kind: pci, model: e1000}", "vms[0].pairs[0].primary.model",
+     "the guest image has no driver for it (e1000); supported: e1000e"),
+    ("kind: pci}", "kind: pci, model: rtl8139}", "vms[0].pairs[0].primary.model", "(8139cp); supported: e1000e"),
+    ("kind: pci}", "kind: pci, model: virtio-net-pci}", "vms[0].pairs[0].primary.model",
+     "net_failover_slave_pre_register accepts only a primary whose parent device is PCI"),
+    # MACs
+    ('"52:54:00:00:12:53"', '"52:54:00:00:12:53\\n"', "vms[0].pairs[0].mac", "is not a MAC address"),
+    ('"52:54:00:00:12:53"', '"00:00:00:00:00:00"', "vms[0].pairs[0].mac", "not a usable MAC"),
+    ('"52:54:00:00:12:53"', '"ff:ff:ff:ff:ff:ff"', "vms[0].pairs[0].mac", "broadcast"),
+    ('"52:54:00:00:12:53"', '"06:54:00:00:00:01"', "vms[0].pairs[0].mac", "the testbed's own MACs"),
+    ('"52:54:00:00:12:53"', '"0A:54:00:00:00:01"', "vms[0].pairs[0].mac", "the management NICs"),
+    ('"52:54:00:00:12:53"', '52:54:00:00:12:53', "vms[0].pairs[0].mac", "write the MAC in quotes"),
+    ('"52:54:00:00:12:54"', '"52:54:00:00:12:53"', "vms[1].pairs[0].mac", "used twice"),
+    # addresses
+    ("192.168.77.2/24", "192.168.77.2/31", "vms[0].pairs[0].address", "no room for the peer"),
+    ("192.168.77.2/24", "192.168.77.2/32", "vms[0].pairs[0].address", "no room for the peer"),
+    ("192.168.77.2/24", "192.168.77.0/24", "vms[0].pairs[0].address", "the network address"),
+    ("192.168.77.2/24", "192.168.77.255/24", "vms[0].pairs[0].address", "the broadcast address"),
+    ("192.168.77.2/24", "127.0.0.2/8", "vms[0].pairs[0].address", "loopback"),
+    ("192.168.77.2/24", "224.0.0.5/24", "vms[0].pairs[0].address", "multicast"),
+    ("192.168.77.2/24", "0.0.0.0/24", "vms[0].pairs[0].address", "not a host address"),
+    ("192.168.77.2/24", "169.254.1.2/16", "vms[0].pairs[0].address", "link-local"),
+    ("192.168.77.2/24", "240.0.0.2/24", "vms[0].pairs[0].address", "reserved"),
+    ("192.168.77.2/24", "10.0.2.3/24", "vms[0].pairs[0].address", "management network"),
+    ("192.168.77.3/24", "192.168.77.2/24", "vms[1].pairs[0].address", "used twice"),
+    ("name: base", "name: base\nnetwork: {peer_addresses: [192.168.77.3/24]}", "network.peer_addresses[0]",
+     "the address of pair vm2/net0"),
+    ("name: base", "name: base\nnetwork: {peer_addresses: [192.168.77.0/24]}", "network.peer_addresses[0]",
+     "the network address"),
+    ("name: base", "name: base\nnetwork: {peer_addresses: [192.168.78.1/24]}", "network.peer_addresses",
+     "no peer address is in 192.168.77.0/24"),
+    # duplicate keys
+    ("    vms: [vm1]", "    vms: [vm1]\n    vms: [vm2]", "line 17", "duplicate key 'vms' (also on line 16)"),
+    # the order of steps
+    ("    vms: [vm1]", "    vms: [vm2]", "steps[1].vm", "names VM 'vm1', which no earlier boot step starts"),
+    ("  - {action: start", "  - {action: boot}\n  - {action: start", "steps[1]", "boots VM 'vm1' again"),
+    ("  - {action: start", "  - {action: boot, vms: [vm2, vm2]}\n  - {action: start", "steps[1].vms",
+     "VM 'vm2' is listed twice"),
+    ("  - {action: start", "  - {action: check-netdevs, vm: vm1, pairs: []}\n  - {action: start",
+     "steps[1].pairs", "at least 1 item"),
+    # sizes and names
+    ("    pairs:", "    kernel_args: [" + ", ".join(["x" * 100] * 20) + "]\n    pairs:", "vms[0].kernel_args",
+     "must fit the kernel's 2048 bytes"),
+    ("    pairs:", "    kernel_args: [" + ", ".join(["q"] * 65) + "]\n    pairs:", "vms[0].kernel_args",
+     "at most 64 items"),
+    ("    pairs:", "    kernel_args: [testbed.mgmt=1]\n    pairs:", "vms[0].kernel_args[0]", "the testbed's own"),
+    ("name: base", "name: ../escape", "name", "not a usable scenario name"),
+    ("name: base", "name: " + "a" * 65, "name", "not a usable scenario name"),
+    ("name: base", "name: base\ndescription: " + "d" * 5000, "description", "at most 4096 characters"),
+])
+def test_one_change_is_refused_with_key_and_reason(tmp_path, old, new, key, reason):
+    with pytest.raises(ScenarioError) as e:
+        _load_changed(tmp_path, old, new)
+    assert (e.value.key, reason in e.value.reason) == (key, True), e.value
+
+
+def test_many_vms_and_steps_are_refused(tmp_path):
+    vm = "  - name: vm{n}\n    pairs:\n      - {{name: net0, mac: \"52:54:00:00:13:{n:02x}\"}}\n"
+    text = "vms:\n" + "".join(vm.format(n=n) for n in range(9)) + "steps:\n  - action: boot\n"
+    (tmp_path / "vms.yaml").write_text(text)
+    with pytest.raises(ScenarioError, match="vms: List should have at most 8 items"):
+        load_scenario(tmp_path / "vms.yaml")
+    (tmp_path / "steps.yaml").write_text(VALID + "  - {action: sleep, seconds: 1}\n" * 500)
+    with pytest.raises(ScenarioError, match="steps: List should have at most 500 items"):
+        load_scenario(tmp_path / "steps.yaml")
+
+
+def test_total_guest_memory_is_bounded(tmp_path):
+    vm = "  - name: vm{n}\n    memory_mib: 12288\n    pairs:\n      - {{name: net0, mac: \"52:54:00:00:13:{n:02x}\"}}\n"
+    (tmp_path / "big.yaml").write_text("vms:\n" + "".join(vm.format(n=n) for n in range(3)) + "steps:\n  - action: boot\n")
+    with pytest.raises(ScenarioError, match="vms: the VMs ask for 36864 MiB of memory together; at most 32768"):
+        load_scenario(tmp_path / "big.yaml")
+
+
+def test_default_name_is_the_stem_made_safe(tmp_path):
+    text = VALID.replace("name: base\n", "")
+    for stem, name in (("plain", "plain"), ("we ird..na$me", "we-ird.na-me"), ("..hidden", "hidden"),
+                       ("ü" * 3, "scenario"), ("x" * 200, "x" * 64)):
+        (tmp_path / f"{stem}.yaml").write_text(text)
+        assert load_scenario(tmp_path / f"{stem}.yaml").name == name
+
+
+def test_step_actions_and_references_come_from_the_step_models():
+    from testbed.scenario import STEP_ACTIONS, BootStep, CheckNetdevsStep, SleepStep, UnplugPrimaryStep
+    assert STEP_ACTIONS["unplug-primary"] is UnplugPrimaryStep and len(STEP_ACTIONS) == 14
+    vms, pairs = CheckNetdevsStep(action="check-netdevs", vm="vm1", pairs=["a", "b"]).references()
+    assert [tuple(r) for r in vms] == [("vm", "vm1")]
+    assert [tuple(r) for r in pairs] == [("pairs[0]", "a"), ("pairs[1]", "b")]
+    assert BootStep(action="boot").references() == ([], [])
+    assert SleepStep(action="sleep", seconds=1).references() == ([], [])
+    assert UnplugPrimaryStep(action="unplug-primary", vm="v", pair="p").pair_needs() == {"primary"}
+
+
+def test_templates_are_sandboxed_and_cannot_read_files(tmp_path):
+    marker = tmp_path / "pwned"
+    for n, attack in enumerate([
+            "{{ cycler.__init__.__globals__.os.popen('touch %s').read() }}" % marker,
+            "{{ lipsum.__globals__['os'].system('touch %s') }}" % marker,
+            "{% include 'other.yaml' %}"]):
+        path = tmp_path / f"t{n}.yaml"
+        path.write_text(VALID + f"description: \"{attack}\"\n")
+        with pytest.raises(ScenarioError) as e:
+            load_scenario(path)
+        assert e.value.key == "line 18" and ("unsafe" in e.value.reason or "cannot read other files" in e.value.reason)
+    assert not marker.exists()

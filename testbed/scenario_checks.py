@@ -1,0 +1,126 @@
+"""Checks across a scenario's parts: names, MACs and addresses that must not clash, and steps that
+must name VMs and pairs that exist and were booted. Each failure names the key it is about."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Sequence
+
+from testbed.scenario_steps import (BootStep, CheckNetdevsStep, CheckTrafficStep, Expectation,
+                                    StartTrafficStep, StepModel)
+from testbed.scenario_values import MAX_TOTAL_MEMORY_MIB, KeyedValueError
+
+if TYPE_CHECKING:
+    from testbed.scenario_model import VM, Network
+
+
+def first_duplicate(values: Sequence[Any]) -> tuple[int, int] | None:
+    """(first index, later index) of the first value seen twice."""
+    seen: dict[Any, int] = {}
+    for i, value in enumerate(values):
+        if value in seen:
+            return seen[value], i
+        seen[value] = i
+    return None
+
+
+def check_vms(vms: Sequence["VM"]) -> None:
+    dup = first_duplicate([vm.name for vm in vms])
+    if dup:
+        raise KeyedValueError(f"vms[{dup[1]}].name", f"VM name {vms[dup[1]].name!r} is used twice (also vms[{dup[0]}])")
+    total = sum(vm.memory_mib for vm in vms)
+    if total > MAX_TOTAL_MEMORY_MIB:
+        raise KeyedValueError("vms", f"the VMs ask for {total} MiB of memory together; at most {MAX_TOTAL_MEMORY_MIB}")
+    pairs = [(f"vms[{i}].pairs[{j}]", p) for i, vm in enumerate(vms) for j, p in enumerate(vm.pairs)]
+    dup = first_duplicate([p.mac for _, p in pairs])
+    if dup:
+        raise KeyedValueError(f"{pairs[dup[1]][0]}.mac", f"pair MAC {pairs[dup[1]][1].mac} is used twice "
+                              f"(also {pairs[dup[0]][0]})")
+    addressed = [(key, p.address) for key, p in pairs if p.address is not None]
+    dup = first_duplicate([a.ip for _, a in addressed])
+    if dup:
+        raise KeyedValueError(f"{addressed[dup[1]][0]}.address", f"address {addressed[dup[1]][1].ip} is used "
+                              f"twice (also {addressed[dup[0]][0]})")
+    for n, (key, a) in enumerate(addressed):
+        for other_key, b in addressed[:n]:
+            if a.network != b.network and a.network.overlaps(b.network):
+                raise KeyedValueError(f"{key}.address", f"{a.network} overlaps {b.network} ({other_key}); "
+                                      "pairs share a subnet only with the same prefix")
+
+
+def check_network(network: "Network", vms: Sequence["VM"], steps: Sequence[StepModel]) -> None:
+    guests = {p.address.ip: f"{vm.name}/{p.name}" for vm in vms for p in vm.pairs if p.address}
+    if network.peer_addresses is None:
+        used = set(guests)
+        for vm in vms:
+            for p in vm.pairs:
+                if p.address and next((h for h in p.address.network.hosts() if h not in used), None) is None:
+                    raise KeyedValueError("network.peer_addresses", f"{p.address.network} has no host address "
+                                          "left for the peer; give a larger subnet or set peer_addresses")
+        return
+    peers = network.peer_addresses
+    dup = first_duplicate([a.ip for a in peers])
+    if dup:
+        raise KeyedValueError(f"network.peer_addresses[{dup[1]}]", f"{peers[dup[1]].ip} is listed twice")
+    for i, a in enumerate(peers):
+        if a.ip in guests:
+            raise KeyedValueError(f"network.peer_addresses[{i}]", f"{a.ip} is the address of pair {guests[a.ip]}")
+    for i, step in enumerate(steps):
+        if isinstance(step, StartTrafficStep):
+            address = next(p.address for vm in vms if vm.name == step.vm for p in vm.pairs if p.name == step.pair)
+            if address is not None and not any(a.network == address.network for a in peers):
+                raise KeyedValueError("network.peer_addresses", f"steps[{i}] starts traffic to {address} but no "
+                                      f"peer address is in {address.network}")
+
+
+def check_steps(vms: Sequence["VM"], steps: Sequence[StepModel]) -> None:
+    by_name = {vm.name: vm for vm in vms}
+    booted: dict[str, int] = {}
+    traffic: dict[tuple[str, str], int] = {}
+    if not isinstance(steps[0], BootStep):
+        raise KeyedValueError("steps[0]", "the first step must be a boot step")
+    for i, step in enumerate(steps):
+        vm_refs, pair_refs = step.references()
+        for ref in vm_refs:
+            if ref.name not in by_name:
+                raise KeyedValueError(f"steps[{i}].{ref.key}", f"names VM {ref.name!r}; the scenario has {sorted(by_name)}")
+        if isinstance(step, BootStep):
+            for key, name in ([(f".{r.key}", r.name) for r in vm_refs] if step.vms else [("", n) for n in by_name]):
+                if name in booted:
+                    raise KeyedValueError(f"steps[{i}]{key}", f"boots VM {name!r} again; steps[{booted[name]}] "
+                                          "already booted it")
+                booted[name] = i
+            continue
+        for ref in vm_refs:
+            if ref.name not in booted:
+                raise KeyedValueError(f"steps[{i}].{ref.key}", f"names VM {ref.name!r}, which no earlier boot step "
+                                      "starts")
+        if not vm_refs:
+            continue
+        vm = by_name[vm_refs[0].name]
+        pair_names = [p.name for p in vm.pairs]
+        for ref in pair_refs:
+            if ref.name not in pair_names:
+                raise KeyedValueError(f"steps[{i}].{ref.key}", f"names pair {ref.name!r}, which VM {vm.name!r} "
+                                      f"does not have (it has {pair_names})")
+        needs = step.pair_needs()
+        for ref in pair_refs:
+            pair = vm.pair(ref.name)
+            if "primary" in needs and pair.primary is None:
+                raise KeyedValueError(f"steps[{i}].{ref.key}", f"{step.action} needs the primary of pair "
+                                      f"{ref.name!r}, which has none")
+            if "address" in needs and pair.address is None:
+                raise KeyedValueError(f"steps[{i}].{ref.key}", f"{step.action} needs an address on pair "
+                                      f"{ref.name!r}")
+        if isinstance(step, CheckNetdevsStep) and step.expect == Expectation.PAIRED:
+            for pair in vm.pairs:
+                if (step.pairs is None or pair.name in step.pairs) and pair.primary is None:
+                    raise KeyedValueError(f"steps[{i}].expect", f"expects pair {pair.name!r} paired, but it has no primary")
+        if isinstance(step, StartTrafficStep):
+            key = (step.vm, step.pair)
+            if key in traffic:
+                raise KeyedValueError(f"steps[{i}]", f"starts traffic for {step.vm}/{step.pair} again; "
+                                      f"steps[{traffic[key]}] started it and it runs until the end")
+            traffic[key] = i
+        if isinstance(step, CheckTrafficStep) and (step.vm, step.pair) not in traffic:
+            raise KeyedValueError(f"steps[{i}]", f"checks traffic of {step.vm}/{step.pair} before any "
+                                  "start-traffic for it")

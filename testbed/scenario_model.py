@@ -1,0 +1,152 @@
+"""The scenario's models: VMs, failover pairs and their primaries, the host network, the whole
+scenario. Steps are in testbed.scenario_steps, value rules in testbed.scenario_values."""
+
+from __future__ import annotations
+
+import ipaddress
+from enum import StrEnum
+from typing import Annotated, Any, Literal, Union, get_args
+
+from pydantic import Field, field_validator, model_validator
+
+from testbed.scenario_checks import check_network, check_steps, check_vms, first_duplicate
+from testbed.scenario_steps import Step
+from testbed.scenario_values import (MARKER_RE, MAX_KERNEL_ARGS, MAX_MARKERS, MAX_PAIRS_PER_VM,
+                                     MAX_PEER_ADDRESSES, MAX_STEPS, MAX_TEXT, MAX_VMS, NAME_RE,
+                                     KeyedValueError, Strict, check_host_address, check_kernel_args,
+                                     check_mac, check_scenario_name)
+
+
+class PrimaryKind(StrEnum):
+    IGB_VF = "igb-vf"  # an igb PF; the guest turns one of its VFs into the primary
+    PCI = "pci"        # a single-function NIC QEMU pairs itself via failover_pair_id
+
+
+class IgbVfPrimary(Strict):
+    kind: Literal[PrimaryKind.IGB_VF]
+    num_vfs: int = Field(2, ge=1, le=7)
+    vf_index: int = Field(0, ge=0, le=6)
+
+    @model_validator(mode="after")
+    def _index_in_range(self) -> "IgbVfPrimary":
+        if self.vf_index >= self.num_vfs:
+            raise KeyedValueError("vf_index", f"vf_index {self.vf_index} needs num_vfs > {self.vf_index}")
+        return self
+
+
+# Models QEMU has that the testbed refuses as a `pci` primary, and why.
+UNSUPPORTED_PCI_MODELS = {
+    "e1000": "the guest image has no driver for it (e1000); supported: e1000e",
+    "rtl8139": "the guest image has no driver for it (8139cp); supported: e1000e",
+    "virtio-net-pci": "net_failover cannot enslave it: net_failover_slave_pre_register accepts only a "
+                      "primary whose parent device is PCI, and a virtio netdev's parent is the virtio "
+                      "device; supported: e1000e",
+}
+
+
+class PciPrimary(Strict):
+    kind: Literal[PrimaryKind.PCI]
+    model: Literal["e1000e"] = "e1000e"  # the only PCI NIC driver in the guest image
+
+    @field_validator("model", mode="before")
+    @classmethod
+    def _supported(cls, value: Any) -> Any:
+        if isinstance(value, str) and value in UNSUPPORTED_PCI_MODELS:
+            raise ValueError(f"{value}: {UNSUPPORTED_PCI_MODELS[value]}")
+        return value
+
+
+Primary = Annotated[Union[IgbVfPrimary, PciPrimary], Field(discriminator="kind")]
+PRIMARY_KINDS: dict[str, type[Strict]] = {
+    str(get_args(cls.model_fields["kind"].annotation)[0]): cls for cls in get_args(get_args(Primary)[0])}
+
+
+class Standby(Strict):
+    failover: bool = True
+    # Legacy virtio has 32 feature bits, so the guest cannot ack VIRTIO_NET_F_STANDBY (bit 62):
+    # a real way to get a guest that never negotiates STANDBY.
+    legacy_virtio: bool = False
+    link: Literal["up", "down"] = "up"
+
+
+class FailoverPair(Strict):
+    name: str = Field(pattern=NAME_RE)
+    mac: str
+    address: ipaddress.IPv4Interface | None = None
+    standby: Standby = Standby()
+    primary: Primary | None = None
+
+    @field_validator("mac", mode="before")
+    @classmethod
+    def _check_mac(cls, value: Any) -> str:
+        return check_mac(value)
+
+    @field_validator("address")
+    @classmethod
+    def _check_address(cls, value: ipaddress.IPv4Interface | None) -> ipaddress.IPv4Interface | None:
+        return None if value is None else check_host_address(value)
+
+
+class VM(Strict):
+    name: str = Field(pattern=NAME_RE)
+    memory_mib: int = Field(512, ge=128, le=16384)
+    cpus: int = Field(1, ge=1, le=8)
+    pairs: list[FailoverPair] = Field(min_length=1, max_length=MAX_PAIRS_PER_VM)
+    kernel_args: list[str] = Field([], max_length=MAX_KERNEL_ARGS)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "VM":
+        dup = first_duplicate([p.name for p in self.pairs])
+        if dup:
+            raise KeyedValueError(f"pairs[{dup[1]}].name", f"pair name {self.pairs[dup[1]].name!r} is used twice "
+                                  f"(also pairs[{dup[0]}])")
+        check_kernel_args(self.kernel_args, len(self.pairs))
+        return self
+
+    def pair(self, name: str) -> FailoverPair:
+        return next(p for p in self.pairs if p.name == name)
+
+
+class Network(Strict):
+    """The host side: one bridge (the host switch) with a tap per guest NIC, and a peer namespace on
+    it through a veth. The peer gets these addresses; by default the first free host address of each
+    subnet the pairs use."""
+    peer_addresses: list[ipaddress.IPv4Interface] | None = Field(None, max_length=MAX_PEER_ADDRESSES)
+    # 2: a second bridge (the migration destination host) joined to the first by an uplink veth.
+    hosts: Literal[1, 2] = 1
+
+    @field_validator("peer_addresses")
+    @classmethod
+    def _check_addresses(cls, value: list[ipaddress.IPv4Interface] | None) -> list[ipaddress.IPv4Interface] | None:
+        for i, address in enumerate(value or []):
+            try:
+                check_host_address(address)
+            except ValueError as e:
+                raise KeyedValueError(f"[{i}]", str(e)) from None
+        return value
+
+
+class Scenario(Strict):
+    name: str
+    description: str = Field("", max_length=MAX_TEXT)
+    # pytest markers for the scenario's test item: "slow" (minutes), "kvm" (skipped where KVM
+    # does not boot a guest), or any name registered by the project using it.
+    markers: list[Annotated[str, Field(pattern=MARKER_RE)]] = Field([], max_length=MAX_MARKERS)
+    network: Network = Network()
+    vms: list[VM] = Field(min_length=1, max_length=MAX_VMS)
+    steps: list[Step] = Field(min_length=1, max_length=MAX_STEPS)
+
+    @field_validator("name")
+    @classmethod
+    def _check_name(cls, value: str) -> str:
+        return check_scenario_name(value)
+
+    @model_validator(mode="after")
+    def _references(self) -> "Scenario":
+        check_vms(self.vms)
+        check_steps(self.vms, self.steps)
+        check_network(self.network, self.vms, self.steps)
+        return self
+
+    def vm(self, name: str) -> VM:
+        return next(vm for vm in self.vms if vm.name == name)

@@ -1,0 +1,272 @@
+"""The step models of a scenario. Each step declares the VMs and pairs it names (references()) and
+what it needs of those pairs (pair_needs()), so the scenario's cross-checks never probe attributes."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import TYPE_CHECKING, Annotated, Any, Literal, NamedTuple, Union, get_args
+
+from pydantic import Field, field_validator, model_validator
+
+from testbed.scenario_values import MAX_TEXT, Strict, check_mac
+
+MAX_ARGV = 256  # items of an exec argv
+
+
+class Ref(NamedTuple):
+    """A VM or pair name a step refers to, with the key (inside the step) that names it."""
+    key: str
+    name: str
+
+
+def _no_duplicates(values: list[str] | None, what: str) -> list[str] | None:
+    for i, value in enumerate(values or []):
+        if value in values[:i]:  # type: ignore[index]
+            raise ValueError(f"{what} {value!r} is listed twice")
+    return values
+
+
+class StepModel(Strict):
+    """What every step declares for the scenario's cross-checks."""
+    if TYPE_CHECKING:
+        action: str  # each step model's Literal
+
+    def references(self) -> tuple[list[Ref], list[Ref]]:
+        """The VMs this step names, and the pairs (of its one VM) it names."""
+        return [], []
+
+    def pair_needs(self) -> frozenset[str]:
+        """What the named pair must have: "primary" and/or "address"."""
+        return frozenset()
+
+
+class StepBase(StepModel):
+    timeout_s: float = Field(60.0, gt=0, le=3600)
+
+
+class VmStep(StepBase):
+    """A step about one VM (each declares `vm` itself, after `action`)."""
+    if TYPE_CHECKING:
+        vm: str
+
+    def references(self) -> tuple[list[Ref], list[Ref]]:
+        return [Ref("vm", self.vm)], []
+
+
+class BootStep(StepBase):
+    """Start VMs, wait for SSH, then (by default) for every failover pair to be complete."""
+    action: Literal["boot"]
+    vms: list[str] | None = Field(None, min_length=1, max_length=8)  # None: all of them
+    wait_for_pairs: bool = True
+
+    @field_validator("vms")
+    @classmethod
+    def _unique(cls, value: list[str] | None) -> list[str] | None:
+        return _no_duplicates(value, "VM")
+
+    def references(self) -> tuple[list[Ref], list[Ref]]:
+        return [Ref(f"vms[{i}]", name) for i, name in enumerate(self.vms or [])], []
+
+
+class Expectation(StrEnum):
+    PAIRED = "paired"              # failover master + standby + primary
+    STANDBY_ONLY = "standby-only"  # failover master + standby, no primary
+    NO_FAILOVER = "no-failover"    # the virtio NIC is a plain NIC: no master was created
+
+
+class CheckNetdevsStep(VmStep):
+    """Check the guest's netdevs for each pair; with wait, retry until the deadline."""
+    action: Literal["check-netdevs"]
+    vm: str
+    pairs: list[str] | None = Field(None, min_length=1, max_length=8)  # None: all of them
+    expect: Expectation = Expectation.PAIRED
+    wait: bool = False
+
+    @field_validator("pairs")
+    @classmethod
+    def _unique(cls, value: list[str] | None) -> list[str] | None:
+        return _no_duplicates(value, "pair")
+
+    def references(self) -> tuple[list[Ref], list[Ref]]:
+        return [Ref("vm", self.vm)], [Ref(f"pairs[{i}]", name) for i, name in enumerate(self.pairs or [])]
+
+
+class CheckDeviceStep(VmStep):
+    """Check on the QEMU side whether a pair's primary device is realized (visible to the guest)."""
+    action: Literal["check-primary-device"]
+    vm: str
+    pair: str
+    present: bool
+
+    def references(self) -> tuple[list[Ref], list[Ref]]:
+        return [Ref("vm", self.vm)], [Ref("pair", self.pair)]
+
+    def pair_needs(self) -> frozenset[str]:
+        return frozenset({"primary"})
+
+
+class SleepStep(StepModel):
+    action: Literal["sleep"]
+    seconds: float = Field(gt=0, le=600)
+
+
+class PairStep(StepBase):
+    vm: str
+    pair: str
+
+    def references(self) -> tuple[list[Ref], list[Ref]]:
+        return [Ref("vm", self.vm)], [Ref("pair", self.pair)]
+
+
+class StartTrafficStep(PairStep):
+    """Starts the probes between the peer and the pair's user-facing address; they run until the end."""
+    action: Literal["start-traffic"]
+    interval_ms: float = Field(5.0, ge=1.0, le=1000.0)
+    tcp: bool = True
+    tcp_rate_kib_s: int = Field(64, ge=1, le=10240)
+
+    def pair_needs(self) -> frozenset[str]:
+        return frozenset({"address"})
+
+
+class UnplugPrimaryStep(PairStep):
+    """device_del of the primary (for igb-vf, the PF with its VFs); waits for DEVICE_DELETED and for
+    the guest to show the pair without a primary."""
+    action: Literal["unplug-primary"]
+
+    def pair_needs(self) -> frozenset[str]:
+        return frozenset({"primary"})
+
+
+class PlugPrimaryStep(PairStep):
+    """device_add of the primary with its launch properties; waits for the guest to enslave it."""
+    action: Literal["plug-primary"]
+    wait: bool = True
+
+    def pair_needs(self) -> frozenset[str]:
+        return frozenset({"primary"})
+
+
+class Nic(StrEnum):
+    STANDBY = "standby"
+    PRIMARY = "primary"
+
+
+class SetLinkStep(PairStep):
+    action: Literal["set-link"]
+    nic: Nic = Nic.STANDBY
+    up: bool
+
+    def pair_needs(self) -> frozenset[str]:
+        return frozenset({"primary"}) if self.nic == Nic.PRIMARY else frozenset()
+
+
+class AnnounceSelfStep(VmStep):
+    """QMP announce-self: the guest's NICs send gratuitous ARP/RARP so switches relearn their MACs."""
+    action: Literal["announce-self"]
+    vm: str
+    rounds: int = Field(3, ge=1, le=20)
+    initial_ms: int = Field(50, ge=1, le=100_000)
+    max_ms: int = Field(550, ge=1, le=100_000)
+    step_ms: int = Field(100, ge=1, le=100_000)
+
+
+class FdbStep(PairStep):
+    """bridge fdb del/add MAC dev PORT master, on the host bridge. PORT is the tap of the pair's
+    standby or primary; MAC defaults to the pair's MAC."""
+    action: Literal["fdb"]
+    op: Literal["del", "add"]
+    port: Nic = Nic.PRIMARY
+    mac: str | None = None
+
+    @field_validator("mac", mode="before")
+    @classmethod
+    def _check_mac(cls, value: Any) -> Any:
+        return None if value is None else check_mac(value, own_ok=True)
+
+    def pair_needs(self) -> frozenset[str]:
+        return frozenset({"primary"}) if self.port == Nic.PRIMARY else frozenset()
+
+
+class ExecStep(VmStep):
+    """Runs a command in the guest over SSH; a list is an argv, a string a shell command."""
+    action: Literal["exec"]
+    vm: str
+    command: list[Annotated[str, Field(max_length=MAX_TEXT)]] | Annotated[str, Field(max_length=MAX_TEXT)]
+    expect_status: int = Field(0, ge=0, le=255)
+
+    @field_validator("command")
+    @classmethod
+    def _check_command(cls, value: list[str] | str) -> list[str] | str:
+        argv = [value] if isinstance(value, str) else value
+        if not argv or not "".join(argv).strip():
+            raise ValueError("the command is empty")
+        if len(argv) > MAX_ARGV:
+            raise ValueError(f"an argv of {len(argv)} items; at most {MAX_ARGV}")
+        if sum(len(a) for a in argv) > 4 * MAX_TEXT:
+            raise ValueError(f"the command is longer than {4 * MAX_TEXT} characters")
+        if any("\0" in a for a in argv):
+            raise ValueError("the command contains a NUL character")
+        return value
+
+
+class Path_(StrEnum):
+    PRIMARY = "primary"
+    STANDBY = "standby"
+    ANY = "any"
+
+
+class CheckTrafficStep(PairStep):
+    """Checks the traffic of the steps since the previous check-traffic of this pair (or since
+    start-traffic): gaps that started in them, lost echoes, which slave carried the packets, and the
+    TCP connection's health. An outage still open when it starts is waited out (up to timeout_s)."""
+    action: Literal["check-traffic"]
+    timeout_s: float = Field(30.0, gt=0, le=3600)
+    max_gap_ms: float | None = Field(None, ge=0, le=3_600_000)
+    max_lost: int | None = Field(None, ge=0, le=10**9)
+    path: Path_ = Path_.ANY
+    tcp_max_stall_ms: float | None = Field(None, ge=0, le=3_600_000)
+    min_packets: int = Field(20, ge=0, le=10**9)
+
+    def pair_needs(self) -> frozenset[str]:
+        return frozenset({"address"})
+
+
+class PauseStep(StepModel):
+    """With `testbed run --keep`: hold here, print how to reach the VMs, and go on after
+    `testbed resume` (or tear down after `testbed down`). Without --keep it does nothing, so a
+    scenario with a pause still runs unattended in CI."""
+    action: Literal["pause"]
+    message: str = Field("", max_length=MAX_TEXT)
+
+
+class MigrateStep(VmStep):
+    """Live-migrates a VM to a destination QEMU (same devices, -incoming defer, its own taps on the
+    other host's bridge) over a unix socket, then carries on with the destination. count > 1 goes
+    back and forth. QEMU itself unplugs failover_pair_id primaries (wait-unplug) and waits forever
+    for the guest; the testbed cancels after wait_unplug_timeout_s."""
+    action: Literal["migrate"]
+    vm: str
+    count: int = Field(1, ge=1, le=50)
+    timeout_s: float = Field(120.0, gt=0, le=3600)
+    wait_unplug_timeout_s: float = Field(30.0, gt=0, le=3600)
+    cancel_in: Literal["wait-unplug", "active"] | None = None
+    expect: Literal["completed", "cancelled"] = "completed"
+    wait_for_pairs: bool = True  # after completion: wait for the destination guest's pairs
+
+    @model_validator(mode="after")
+    def _cancel_means_cancelled(self) -> "MigrateStep":
+        if self.cancel_in and self.expect != "cancelled":
+            raise ValueError("cancel_in cancels the migration: set expect: cancelled")
+        return self
+
+
+Step = Annotated[Union[BootStep, CheckNetdevsStep, CheckDeviceStep, SleepStep, StartTrafficStep,
+                       UnplugPrimaryStep, PlugPrimaryStep, SetLinkStep, AnnounceSelfStep, FdbStep,
+                       ExecStep, CheckTrafficStep, MigrateStep, PauseStep],
+                 Field(discriminator="action")]
+
+STEP_TYPES: tuple[type[StepModel], ...] = get_args(get_args(Step)[0])
+# action -> step model, read from each model's Literal annotation
+STEP_ACTIONS: dict[str, type[StepModel]] = {
+    str(get_args(cls.model_fields["action"].annotation)[0]): cls for cls in STEP_TYPES}
