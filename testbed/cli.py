@@ -13,6 +13,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.logging import RichHandler
 from rich.markup import escape
+from rich.text import Text
 
 from testbed.artifacts import new_artifacts_dir
 from testbed.errors import ScenarioError, TestbedError
@@ -207,6 +208,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _printable(text: str) -> str:
+    return "".join(c if c.isprintable() or c == "\n" else repr(c)[1:-1] for c in text)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     console = Console(stderr=True)
@@ -215,10 +220,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args, console)
     except ScenarioError as e:
-        console.print(f"[red]invalid scenario:[/red] {escape(str(e))}")
+        # Plain text, one line however long (grep in CI logs), control characters made visible.
+        console.print(Text.assemble(("invalid scenario: ", "red"), _printable(str(e))), soft_wrap=True)
         return 2
     except TestbedError as e:
-        console.print(f"[red]error:[/red] {escape(str(e))}")
+        console.print(Text.assemble(("error: ", "red"), _printable(str(e))), soft_wrap=True)
         return 1
     except KeyboardInterrupt:
         console.print("[yellow]interrupted; everything was shut down[/yellow]")

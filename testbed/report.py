@@ -103,9 +103,9 @@ class MigrationRecord(BaseModel):
     started_s: float | None = None
     ended_s: float | None = None
     statuses: list[str] = []
-    total_time_ms: float | None = None
-    downtime_ms: float | None = None
-    setup_time_ms: float | None = None
+    total_time_ms: int | None = None          # query-migrate, QEMU's own milliseconds
+    downtime_ms: int | None = None
+    setup_time_ms: int | None = None
     wait_unplug_ms: float | None = None
     events: list[dict[str, Any]] = []
     destination_events: list[dict[str, Any]] = []
