@@ -15,6 +15,10 @@ from testbed.errors import TestbedError, WaitTimeout
 from testbed.netns import NetworkNamespace
 
 
+class GuestSessionLost(TestbedError):
+    """The SSH session to a guest broke while a command ran."""
+
+
 @dataclass(frozen=True)
 class CommandResult:
     argv: list[str]
@@ -82,6 +86,14 @@ class GuestShell:
             status = out.channel.recv_exit_status()
         except (socket.timeout, TimeoutError) as e:
             raise WaitTimeout(f"{self.vm}: {command!r} did not finish within {timeout}s") from e
+        except (paramiko.SSHException, EOFError, OSError) as e:
+            # The session broke under the command (the guest or its QEMU went away): a typed error,
+            # which the run's watch turns into the cause when a VM died.
+            raise GuestSessionLost(f"{self.vm}: SSH session lost while running {command!r}: "
+                                   f"{type(e).__name__}: {e}") from e
+        if status == -1:  # paramiko's "no exit status came": the channel closed under the command
+            raise GuestSessionLost(f"{self.vm}: {command!r} ended without an exit status: the SSH session "
+                                   f"closed under it")
         result = CommandResult(argv if isinstance(argv, list) else [argv], status, stdout, stderr)
         if check and status != 0:
             raise TestbedError(f"{self.vm}: {command!r} exited {status}: {stderr.strip() or stdout.strip()}")

@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal, Union, get_args
 
 from pydantic import Field, field_validator, model_validator
 
-from testbed.scenario_checks import check_network, check_steps, check_vms, first_duplicate
+from testbed.scenario_checks import check_migrations, check_network, check_steps, check_vms, first_duplicate
 from testbed.scenario_steps import Step
 from testbed.scenario_values import (MARKER_RE, MAX_KERNEL_ARGS, MAX_MARKERS, MAX_PAIRS_PER_VM,
                                      MAX_PEER_ADDRESSES, MAX_STEPS, MAX_TEXT, MAX_VMS, NAME_RE,
@@ -146,6 +146,7 @@ class Scenario(Strict):
         check_vms(self.vms)
         check_steps(self.vms, self.steps)
         check_network(self.network, self.vms, self.steps)
+        check_migrations(self.vms, self.steps)
         return self
 
     def vm(self, name: str) -> VM:

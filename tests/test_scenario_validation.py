@@ -227,3 +227,28 @@ def test_templates_are_sandboxed_and_cannot_read_files(tmp_path):
             load_scenario(path)
         assert e.value.key == "line 18" and ("unsafe" in e.value.reason or "cannot read other files" in e.value.reason)
     assert not marker.exists()
+
+
+IGB_VF = """
+vms:
+  - name: vm1
+    pairs:
+      - {name: net0, mac: "52:54:00:00:12:53", primary: {kind: igb-vf}}
+steps:
+  - action: boot
+%s
+  - {action: migrate, vm: vm1}
+"""
+
+
+def test_migrating_with_an_in_guest_igb_vf_plugged_is_refused_with_the_reason(tmp_path):
+    with pytest.raises(ScenarioError) as e:
+        load_scenario(_write(tmp_path, IGB_VF % ""))
+    assert e.value.key == "steps[1]"
+    assert e.value.reason.startswith("migrates vm1 with the igb-vf primary of net0 plugged: an in-guest igb VF "
+                                     "does not survive a live migration: QEMU's igbvf device has no migration state")
+    replugged = "  - {action: unplug-primary, vm: vm1, pair: net0}\n  - {action: plug-primary, vm: vm1, pair: net0}"
+    with pytest.raises(ScenarioError, match="igb-vf primary of net0 plugged"):
+        load_scenario(_write(tmp_path, IGB_VF % replugged))
+    unplugged = load_scenario(_write(tmp_path, IGB_VF % "  - {action: unplug-primary, vm: vm1, pair: net0}"))
+    assert unplugged.steps[-1].action == "migrate"
