@@ -16,6 +16,7 @@ from testbed.datapath import Snapshot, delta, read_counters
 from testbed.errors import TestbedError
 from testbed.guest_probe import read_netdevs
 from testbed.guest_shell import GuestShell
+from testbed.hosts import Host
 from testbed.images import GuestImage, LocalKernel
 from testbed.machine import QemuMachine
 from testbed.machine_watch import RunWatch
@@ -49,11 +50,10 @@ class RunContext:
     image: GuestImage
     qemu: QemuBinary
     accel: str
-    netns: NetworkNamespace
+    host: Host
     clock: RunClock
     options: RunOptions
     report: RunReport
-    peer: NetworkNamespace | None = None
     machines: dict[str, QemuMachine] = field(default_factory=dict)
     shells: dict[str, GuestShell] = field(default_factory=dict)
     traffic: dict[tuple[str, str], TrafficSession] = field(default_factory=dict)
@@ -64,6 +64,15 @@ class RunContext:
     watch: RunWatch = field(default_factory=RunWatch)
     deadline: float | None = None  # run clock: when the current step's timeout_s runs out
     _scratch: Path | None = None
+
+    @property
+    def netns(self) -> NetworkNamespace:
+        """The namespace the testbed connects to guests from."""
+        return self.host.netns
+
+    @property
+    def peer(self) -> NetworkNamespace:
+        return self.host.peer
 
     def start_deadline(self, timeout_s: float | None) -> None:
         """The step's whole budget: every wait inside it gets what is left of timeout_s."""
@@ -92,11 +101,10 @@ class RunContext:
         return self.machines[name].plan if name in self.machines else self.plans[name]
 
     def new_machine(self, name: str, slot: int, incoming: bool, label: str) -> QemuMachine:
-        machine = QemuMachine(self.plans[name].on_slot(slot), self.image, self.qemu.path, self.accel,
-                              self.netns, self.options.artifacts_dir / label, self.clock,
-                              incoming=incoming,
-                              absent_primaries=frozenset(self.absent_primaries.get(name, ())),
-                              socket_dir=self.scratch_dir())
+        machine = self.host.new_machine(self.plans[name].on_slot(slot), self.options.artifacts_dir / label,
+                                        incoming=incoming,
+                                        absent_primaries=frozenset(self.absent_primaries.get(name, ())),
+                                        socket_dir=self.scratch_dir())
         self.watch.add(machine)
         vm_report = self.report.vms.setdefault(name, VmReport())
         vm_report.artifacts = {k: str(getattr(machine.artifacts, k)) for k in

@@ -19,8 +19,7 @@ from testbed.errors import TestbedError
 from testbed.hold import hold
 from testbed.images import ensure_image
 from testbed.machine_watch import MachineDied, watching
-from testbed.netns import NetworkNamespace
-from testbed.network import NetworkPlan
+from testbed.hosts import NamespaceHost
 from testbed.plan import peer_addresses, plan_machines
 from testbed.qemu_host import choose_accel, inspect_qemu
 from testbed.report import HostInfo, RunReport, StepRecord
@@ -123,15 +122,12 @@ def live_run(scenario: Scenario, options: RunOptions) -> Iterator[LiveRun]:
             report.host = HostInfo(qemu_version=qemu.version_text, qemu_path=qemu.path, accel=accel,
                                    guest_kernel=image.kernel_release, image=image.directory.name)
             plans = {p.name: p for p in plan_machines(scenario)}
-            netns = NetworkNamespace.create()
-            stack.callback(netns.close)
-            peer = NetworkNamespace.create()
-            stack.callback(peer.close)
-            (options.artifacts_dir / "netns-inode").write_text(f"{netns.inode}\n{peer.inode}\n")
             migrates = any(step.action == "migrate" for step in scenario.steps)
-            NetworkPlan.for_machines(list(plans.values()), peer_addresses(scenario), scenario.network.hosts,
-                                     with_slot1=migrates).apply(netns, peer)
-            ctx = RunContext(scenario, plans, image, qemu, accel, netns, clock, options, report, peer=peer)
+            host = NamespaceHost.create(list(plans.values()), peer_addresses(scenario), scenario.network.hosts,
+                                        migrates, image, qemu.path, accel, clock)
+            stack.callback(host.close)
+            (options.artifacts_dir / "netns-inode").write_text(f"{host.netns.inode}\n{host.peer.inode}\n")
+            ctx = RunContext(scenario, plans, image, qemu, accel, host, clock, options, report)
             stack.enter_context(watching(ctx.watch))
             stack.callback(ctx.teardown)
             holder.append(LiveRun(ctx))

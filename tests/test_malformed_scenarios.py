@@ -67,7 +67,7 @@ BASE: dict[str, Any] = {
         {"action": "exec", "vm": "vm1", "command": ["ip", "link"], "expect_status": 0},
         {"action": "pause", "message": "look"},
         {"action": "boot", "vms": ["vm2"]},
-        {"action": "migrate", "vm": "vm1", "count": 1, "wait_unplug_timeout_s": 30, "expect": "completed"},
+        {"action": "migrate", "vm": "vm2", "count": 1, "wait_unplug_timeout_s": 30, "expect": "completed"},
         {"action": "check-netdevs", "vm": "vm2", "expect": "standby-only"},
     ],
 }

@@ -74,14 +74,14 @@ def announce_self(ctx: RunContext, step: AnnounceSelfStep) -> dict[str, Any]:
 def fdb(ctx: RunContext, step: FdbStep) -> dict[str, Any]:
     nic = pair_nic(ctx, step.vm, step.pair, step.port)
     mac = step.mac or ctx.plan(step.vm).pair(step.pair).pair.mac
-    before = ctx.netns.run(["bridge", "fdb", "show", "dev", nic.tap])
+    before = ctx.host.run(["bridge", "fdb", "show", "dev", nic.tap])
     existed = any(line.startswith(f"{mac} ") and " master " in line for line in before.splitlines())
     if step.op == "del":
         if existed:
-            ctx.netns.run(["bridge", "fdb", "del", mac, "dev", nic.tap, "master"])
+            ctx.host.run(["bridge", "fdb", "del", mac, "dev", nic.tap, "master"])
     else:
         # sticky: learning from the other port must not move a pinned entry (plain static ones move)
-        ctx.netns.run(["bridge", "fdb", "replace", mac, "dev", nic.tap, "master", "static", "sticky"])
+        ctx.host.run(["bridge", "fdb", "replace", mac, "dev", nic.tap, "master", "static", "sticky"])
     return {"op": step.op, "mac": mac, "port": nic.tap, "entry_existed": existed}
 
 

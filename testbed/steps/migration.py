@@ -80,7 +80,7 @@ def _migrate_once(ctx: RunContext, step: MigrateStep, number: int) -> MigrationR
     label = f"{step.vm}-migration{len(ctx.report.migrations) + 1}"
     dst = ctx.new_machine(step.vm, slot, incoming=True, label=label)
     ctx.retired.append(dst)  # torn down whatever happens; swapped in below if the migration completes
-    sock = ctx.scratch_dir() / f"{step.vm}-{len(ctx.report.migrations) + 1}.sock"
+    uri = ctx.host.migration_uri(ctx.scratch_dir(), f"{step.vm}-{len(ctx.report.migrations) + 1}")
     entry = MigrationRecord(vm=step.vm, number=number + 1, from_slot=src.plan.slot, to_slot=slot,
                             destination_artifacts=str(dst.artifacts.directory))
     ctx.report.migrations.append(entry)
@@ -88,10 +88,10 @@ def _migrate_once(ctx: RunContext, step: MigrateStep, number: int) -> MigrationR
     capabilities = {"capabilities": [{"capability": "events", "state": True}]}
     for machine in (src, dst):
         machine.qmp.execute("migrate-set-capabilities", capabilities)
-    dst.qmp.execute("migrate-incoming", {"uri": f"unix:{sock}"})
+    dst.qmp.execute("migrate-incoming", {"uri": uri})
     src_cursor, dst_cursor = src.events.cursor(), dst.events.cursor()
     started = ctx.clock.now()
-    src.qmp.execute("migrate", {"uri": f"unix:{sock}"})
+    src.qmp.execute("migrate", {"uri": uri})
     status, cancelled_by, statuses = _follow_migration(ctx, src, step, src_cursor)
     info = src.qmp.execute("query-migrate")
     wait_unplug_ms = next((round((statuses[i + 1][0] - t) * 1000, 1) for i, (t, s) in enumerate(statuses[:-1])

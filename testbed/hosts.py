@@ -1,0 +1,89 @@
+"""Host kinds: where the guests' QEMUs run, and where the bridge their taps sit on lives. One class
+per kind, as virtme-ng has one class per architecture:
+
+- NamespaceHost: the guests' QEMUs run in the run's private network namespace on this machine, with
+  a Linux bridge per simulated host (today's default, and the fast path).
+- VmHost (testbed.host_vm): a VM plays the hypervisor host; the guests run as nested QEMUs inside it,
+  with igb VFs passed through by VFIO.
+
+The steps reach a host only through this interface: new machines, commands on the host (the
+bridge's FDB), and where a migration stream goes."""
+
+from __future__ import annotations
+
+import ipaddress
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from testbed.machine import QemuMachine
+from testbed.netns import NetworkNamespace
+from testbed.network import NetworkPlan
+from testbed.plan import MachinePlan
+
+if TYPE_CHECKING:
+    from testbed.clock import RunClock
+    from testbed.images import GuestImage
+
+
+class Host(ABC):
+    kind: str
+    netns: NetworkNamespace  # where the testbed itself connects from (SSH, QMP)
+    peer: NetworkNamespace   # the traffic peer, on the first bridge
+
+    @abstractmethod
+    def new_machine(self, plan: MachinePlan, artifacts_dir: Path, incoming: bool,
+                    absent_primaries: frozenset[str], socket_dir: Path) -> QemuMachine:
+        """A guest's QEMU, not launched yet."""
+
+    @abstractmethod
+    def run(self, argv: list[str]) -> str:
+        """A command on the host that holds the guests' bridges (for `bridge fdb`)."""
+
+    def migration_uri(self, socket_dir: Path, name: str) -> str:
+        return f"unix:{socket_dir / f'{name}.sock'}"
+
+    def describe(self) -> dict[str, object]:
+        """What the report says about the host."""
+        return {"kind": self.kind}
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+
+class NamespaceHost(Host):
+    kind = "namespace"
+
+    def __init__(self, netns: NetworkNamespace, peer: NetworkNamespace, image: "GuestImage", qemu: str,
+                 accel: str, clock: "RunClock"):
+        self.netns, self.peer = netns, peer
+        self._image, self._qemu, self._accel, self._clock = image, qemu, accel, clock
+
+    @classmethod
+    def create(cls, plans: list[MachinePlan], peer_addresses: list[ipaddress.IPv4Interface], hosts: int,
+               with_slot1: bool, image: "GuestImage", qemu: str, accel: str, clock: "RunClock") -> "NamespaceHost":
+        netns = NetworkNamespace.create()
+        try:
+            peer = NetworkNamespace.create()
+        except BaseException:
+            netns.close()
+            raise
+        host = cls(netns, peer, image, qemu, accel, clock)
+        try:
+            NetworkPlan.for_machines(plans, peer_addresses, hosts, with_slot1=with_slot1).apply(netns, peer)
+        except BaseException:
+            host.close()
+            raise
+        return host
+
+    def new_machine(self, plan: MachinePlan, artifacts_dir: Path, incoming: bool,
+                    absent_primaries: frozenset[str], socket_dir: Path) -> QemuMachine:
+        return QemuMachine(plan, self._image, self._qemu, self._accel, self.netns, artifacts_dir, self._clock,
+                           incoming=incoming, absent_primaries=absent_primaries, socket_dir=socket_dir)
+
+    def run(self, argv: list[str]) -> str:
+        return self.netns.run(argv)
+
+    def close(self) -> None:
+        self.peer.close()
+        self.netns.close()
