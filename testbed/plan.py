@@ -25,6 +25,8 @@ class NicPlan:
     mac: str
     root_port: str   # the pcie-root-port it sits on (its own slot, so it can be hot-plugged)
     driver: str      # QEMU device model
+    backend: bool = True            # a tap netdev (False: a passed-through device)
+    host_device: str | None = None  # the host PCI address of a passed-through VF, assigned at launch
 
 
 @dataclass(frozen=True)
@@ -71,7 +73,8 @@ class MachinePlan:
 
     @property
     def nics(self) -> list[NicPlan]:
-        return [n for p in self.pairs for n in (p.standby, p.primary) if n is not None]
+        """The NICs with a tap backend."""
+        return [n for p in self.pairs for n in (p.standby, p.primary) if n is not None and n.backend]
 
     def pair(self, name: str) -> PairPlan:
         return next(p for p in self.pairs if p.pair.name == name)
@@ -102,7 +105,7 @@ def plan_machine(vm: VM, index: int) -> MachinePlan:
             mac, driver = kind.device_mac(pair, index, n), kind.qemu_driver(pair)
             primary = NicPlan(device_id=f"{pair.name}-pri", netdev_id=f"hn-{pair.name}-pri",
                               tap=f"t{index}{pair.name}p"[:15], mac=mac, root_port=pri_port,
-                              driver=driver)
+                              driver=driver, backend=kind.has_backend)
             ports.append(pri_port)
         pairs.append(PairPlan(pair, standby, primary))
     return MachinePlan(vm=vm, index=index, mgmt_mac=derived_mac(MGMT_MAC_PREFIX, index, 0),

@@ -26,6 +26,7 @@ def derived_mac(prefix: int, vm_index: int, nic_index: int) -> str:
 class PrimaryKindSpec(ABC):
     kind: PrimaryKind
     paired_by: str  # "qemu" (failover_pair_id: hidden until STANDBY, unplugged for migration) or "guest"
+    has_backend = True  # an emulated NIC with a tap; a passed-through VF has none
 
     @abstractmethod
     def qemu_driver(self, pair: FailoverPair) -> str: ...
@@ -94,7 +95,30 @@ class PciNicKind(PrimaryKindSpec):
         return {"romfile": "", "failover_pair_id": pair.standby.device_id}
 
 
-KINDS: dict[PrimaryKind, PrimaryKindSpec] = {k.kind: k for k in (IgbVfKind(), PciNicKind())}
+class HostVfKind(PrimaryKindSpec):
+    """A VF of the host VM's igb PF, bound to vfio-pci on the host and given to the guest with
+    failover_pair_id: the kernel document's hostdev. QEMU hides it until STANDBY and unplugs it for a
+    migration; the VF's MAC is set through the PF on the host (testbed.host_vm)."""
+    kind = PrimaryKind.HOST_VF
+    paired_by = "qemu"
+    has_backend = False
+
+    def qemu_driver(self, pair: FailoverPair) -> str:
+        return "vfio-pci"
+
+    def device_mac(self, pair: FailoverPair, vm_index: int, pair_index: int) -> str:
+        return pair.mac  # set through the PF, not a QEMU property
+
+    def guest_driver(self, pair: FailoverPair) -> str:
+        return "igbvf"
+
+    def extra_props(self, pair: "PairPlan") -> dict[str, object]:
+        assert pair.primary is not None and pair.primary.host_device, "the host assigns the VF at launch"
+        # rombar=0: a ROM BAR's RAMBlock would not exist on a destination where the VF is hidden.
+        return {"host": pair.primary.host_device, "failover_pair_id": pair.standby.device_id, "rombar": 0}
+
+
+KINDS: dict[PrimaryKind, PrimaryKindSpec] = {k.kind: k for k in (IgbVfKind(), PciNicKind(), HostVfKind())}
 
 
 def kind_of(pair: FailoverPair) -> PrimaryKindSpec | None:

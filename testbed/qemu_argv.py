@@ -18,6 +18,8 @@ class LaunchFiles:
     qmp_fd: int | None  # None: no testbed QMP monitor (the benchmark's raw boot)
     serial_socket: Path | None = None  # interactive console (testbed console); the log is kept either way
     qmp_socket: Path | None = None     # a second QMP monitor for people (testbed qmp)
+    qmp_tcp_port: int | None = None    # QMP on a TCP port (a nested guest, reached through forwards)
+    ssh_listen: str = "127.0.0.1"      # where the management NIC's SSH forward listens
 
 
 def _opts(driver: str, props: dict[str, object]) -> str:
@@ -47,10 +49,11 @@ def standby_props(pair: PairPlan) -> dict[str, object]:
 def primary_props(pair: PairPlan) -> dict[str, object]:
     """Properties of the primary, shared by -device at launch and device_add on a re-plug."""
     nic = pair.primary
-    assert nic is not None
-    props: dict[str, object] = {"driver": nic.driver, "id": nic.device_id, "netdev": nic.netdev_id,
-                                "mac": nic.mac, "bus": nic.root_port}
-    assert pair.kind is not None
+    assert nic is not None and pair.kind is not None
+    props: dict[str, object] = {"driver": nic.driver, "id": nic.device_id}
+    if nic.backend:
+        props.update(netdev=nic.netdev_id, mac=nic.mac)
+    props["bus"] = nic.root_port
     props.update(pair.kind.extra_props(pair))
     return props
 
@@ -76,11 +79,14 @@ def build_argv(qemu: str, plan: MachinePlan, files: LaunchFiles, accel: str,
     ]
     if files.qmp_fd is not None:
         argv += ["-chardev", f"socket,id=qmp,fd={files.qmp_fd}", "-mon", "chardev=qmp,mode=control"]
+    if files.qmp_tcp_port is not None:
+        argv += ["-chardev", f"socket,id=qmp,host=0.0.0.0,port={files.qmp_tcp_port},server=on,wait=off",
+                 "-mon", "chardev=qmp,mode=control"]
     if files.qmp_socket:
         argv += ["-chardev", f"socket,id=qmp-user,path={files.qmp_socket},server=on,wait=off",
                  "-mon", "chardev=qmp-user,mode=control"]
     # Management NIC: user-mode networking restricted to the hostfwd for SSH, never the failover pair.
-    argv += ["-netdev", f"user,id=mgmt,restrict=on,hostfwd=tcp:127.0.0.1:{plan.ssh_port}-:22",
+    argv += ["-netdev", f"user,id=mgmt,restrict=on,hostfwd=tcp:{files.ssh_listen}:{plan.ssh_port}-:22",
              "-device", _opts("virtio-net-pci", {"netdev": "mgmt", "mac": plan.mgmt_mac,
                                                  "bus": "pcie.0", "addr": "0x2", "romfile": ""})]
     for i, port in enumerate(plan.root_ports):
@@ -91,7 +97,8 @@ def build_argv(qemu: str, plan: MachinePlan, files: LaunchFiles, accel: str,
                  "-device", _opts("virtio-net-pci", standby_props(pair))]
         if pair.primary:
             # The backend exists even for a primary that is absent now, so device_add can use it.
-            argv += ["-netdev", _opts("tap", netdev_props(pair.primary))]
+            if pair.primary.backend:
+                argv += ["-netdev", _opts("tap", netdev_props(pair.primary))]
             if pair.pair.name not in absent_primaries:
                 props = primary_props(pair)
                 argv += ["-device", _opts(str(props.pop("driver")), props)]

@@ -10,8 +10,9 @@ starts. This module is the public face; the parts live in:
 """
 
 from testbed.scenario_loader import load_scenario
-from testbed.scenario_model import (PRIMARY_KINDS, VM, FailoverPair, IgbVfPrimary, Network,
-                                    PciPrimary, Primary, PrimaryKind, Scenario, Standby)
+from testbed.scenario_model import (PRIMARY_KINDS, VM, FailoverPair, Host, HostKind, HostVfPrimary,
+                                    IgbVfPrimary, Network, PciPrimary, Primary, PrimaryKind, Scenario,
+                                    Standby)
 from testbed.scenario_steps import (STEP_ACTIONS, STEP_TYPES, AnnounceSelfStep, BootStep,
                                     CheckDeviceStep, CheckNetdevsStep, CheckTrafficStep, ExecStep,
                                     Expectation, FdbStep, MigrateStep, Nic, PairStep, Path_,
@@ -23,7 +24,7 @@ from testbed.scenario_values import MAC_RE, NAME_RE, Strict
 __all__ = [
     "load_scenario", "render_template",
     "Scenario", "VM", "FailoverPair", "Standby", "Network", "Primary", "PrimaryKind", "IgbVfPrimary",
-    "PciPrimary", "PRIMARY_KINDS",
+    "PciPrimary", "HostVfPrimary", "PRIMARY_KINDS", "Host", "HostKind",
     "Step", "STEP_ACTIONS", "STEP_TYPES", "StepModel", "StepBase", "PairStep", "Ref",
     "AnnounceSelfStep", "BootStep", "CheckDeviceStep", "CheckNetdevsStep", "CheckTrafficStep",
     "ExecStep", "FdbStep", "MigrateStep", "PauseStep", "PlugPrimaryStep", "SetLinkStep", "SleepStep",

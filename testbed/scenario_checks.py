@@ -150,3 +150,16 @@ def check_steps(vms: Sequence["VM"], steps: Sequence[StepModel]) -> None:
         if isinstance(step, CheckTrafficStep) and (step.vm, step.pair) not in traffic:
             raise KeyedValueError(f"steps[{i}]", f"checks traffic of {step.vm}/{step.pair} before any "
                                   "start-traffic for it")
+
+
+def check_host(host_kind: str, vms: Sequence["VM"]) -> None:
+    """host-vf primaries exist only on a host VM, and a host VM's guests take only host-vf primaries."""
+    for i, vm in enumerate(vms):
+        for j, pair in enumerate(vm.pairs):
+            kind = pair.primary.kind.value if pair.primary is not None else None
+            if kind == "host-vf" and host_kind != "vm":
+                raise KeyedValueError(f"vms[{i}].pairs[{j}].primary.kind", "a host-vf primary is a VF of the host "
+                                      "VM's igb PF: it needs `host: {kind: vm}`")
+            if host_kind == "vm" and kind not in (None, "host-vf"):
+                raise KeyedValueError(f"vms[{i}].pairs[{j}].primary.kind", f"{kind} primaries run on the namespace "
+                                      "host; a host VM's guests take host-vf primaries")

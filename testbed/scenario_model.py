@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal, Union, get_args
 
 from pydantic import Field, field_validator, model_validator
 
-from testbed.scenario_checks import check_migrations, check_network, check_steps, check_vms, first_duplicate
+from testbed.scenario_checks import check_host, check_migrations, check_network, check_steps, check_vms, first_duplicate
 from testbed.scenario_steps import Step
 from testbed.scenario_values import (MARKER_RE, MAX_KERNEL_ARGS, MAX_MARKERS, MAX_PAIRS_PER_VM,
                                      MAX_PEER_ADDRESSES, MAX_STEPS, MAX_TEXT, MAX_VMS, NAME_RE,
@@ -18,8 +18,9 @@ from testbed.scenario_values import (MARKER_RE, MAX_KERNEL_ARGS, MAX_MARKERS, MA
 
 
 class PrimaryKind(StrEnum):
-    IGB_VF = "igb-vf"  # an igb PF; the guest turns one of its VFs into the primary
-    PCI = "pci"        # a single-function NIC QEMU pairs itself via failover_pair_id
+    IGB_VF = "igb-vf"    # an igb PF; the guest turns one of its VFs into the primary
+    PCI = "pci"          # a single-function NIC QEMU pairs itself via failover_pair_id
+    HOST_VF = "host-vf"  # a VF of the host VM's igb PF, passed through by VFIO (host: {kind: vm})
 
 
 class IgbVfPrimary(Strict):
@@ -56,7 +57,13 @@ class PciPrimary(Strict):
         return value
 
 
-Primary = Annotated[Union[IgbVfPrimary, PciPrimary], Field(discriminator="kind")]
+class HostVfPrimary(Strict):
+    """A VF of the host VM's igb PF, bound to vfio-pci on the host and passed to the guest with
+    failover_pair_id, as the kernel document's hostdev. The testbed picks the VF."""
+    kind: Literal[PrimaryKind.HOST_VF]
+
+
+Primary = Annotated[Union[IgbVfPrimary, PciPrimary, HostVfPrimary], Field(discriminator="kind")]
 PRIMARY_KINDS: dict[str, type[Strict]] = {
     str(get_args(cls.model_fields["kind"].annotation)[0]): cls for cls in get_args(get_args(Primary)[0])}
 
@@ -126,6 +133,21 @@ class Network(Strict):
         return value
 
 
+class HostKind(StrEnum):
+    NAMESPACE = "namespace"  # the guests' QEMUs run on this machine, in the run's namespace
+    VM = "vm"                # a VM plays the hypervisor host; the guests are nested QEMUs in it
+
+
+class Host(Strict):
+    """Where the guests run. kind: vm boots a host VM (q35, intel-iommu, an igb PF per simulated
+    uplink) and runs every guest as a nested QEMU inside it."""
+    kind: HostKind = HostKind.NAMESPACE
+    # At most 2 GiB is the working size: with more, the VF BARs land above 4 GiB and the igb VF
+    # mailbox fails (host-vf-bars-above-4g.yaml shows it).
+    memory_mib: int = Field(2048, ge=1024, le=4096)
+    cpus: int = Field(2, ge=1, le=4)
+
+
 class Scenario(Strict):
     name: str
     description: str = Field("", max_length=MAX_TEXT)
@@ -133,6 +155,7 @@ class Scenario(Strict):
     # does not boot a guest), or any name registered by the project using it.
     markers: list[Annotated[str, Field(pattern=MARKER_RE)]] = Field([], max_length=MAX_MARKERS)
     network: Network = Network()
+    host: Host = Host()
     vms: list[VM] = Field(min_length=1, max_length=MAX_VMS)
     steps: list[Step] = Field(min_length=1, max_length=MAX_STEPS)
 
@@ -147,6 +170,7 @@ class Scenario(Strict):
         check_steps(self.vms, self.steps)
         check_network(self.network, self.vms, self.steps)
         check_migrations(self.vms, self.steps)
+        check_host(self.host.kind.value, self.vms)
         return self
 
     def vm(self, name: str) -> VM:

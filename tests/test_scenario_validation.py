@@ -27,7 +27,7 @@ def test_unknown_primary_kind_lists_the_known_ones():
     with pytest.raises(ScenarioError) as e:
         load_scenario(DATA / "unknown-kind.yaml")
     assert e.value.key == "vms[0].pairs[0].primary"
-    assert e.value.reason == "unknown kind 'mlx5-vf'; expected one of 'igb-vf', 'pci'"
+    assert e.value.reason == "unknown kind 'mlx5-vf'; expected one of 'igb-vf', 'pci', 'host-vf'"
 
 
 def test_template_variables_render_and_missing_ones_are_named():
