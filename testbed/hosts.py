@@ -12,10 +12,13 @@ bridge's FDB), and where a migration stream goes."""
 from __future__ import annotations
 
 import ipaddress
+import subprocess
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from testbed.errors import TestbedError, WaitTimeout
+from testbed.guest_shell import CommandResult
 from testbed.machine import QemuMachine
 from testbed.netns import NetworkNamespace
 from testbed.network import NetworkPlan
@@ -38,7 +41,19 @@ class Host(ABC):
 
     @abstractmethod
     def run(self, argv: list[str]) -> str:
-        """A command on the host that holds the guests' bridges (for `bridge fdb`)."""
+        """A command on the host that holds the guests' bridges (for `bridge fdb`); raises on failure."""
+
+    @abstractmethod
+    def exec(self, command: list[str] | str, timeout: float) -> CommandResult:
+        """A command on that host, for an `exec on: host` step: its status, whatever it is."""
+
+    def bridge_port(self, plan: MachinePlan, pair: str, nic: str) -> str:
+        """The port of the host's bridge behind a pair's standby or primary (for `bridge fdb`)."""
+        p = plan.pair(pair)
+        found = p.standby if nic == "standby" else p.primary
+        if found is None or not found.backend:
+            raise TestbedError(f"{plan.name}/{pair}: its {nic} has no port on the host's bridge")
+        return found.tap
 
     def migration_uri(self, socket_dir: Path, name: str) -> str:
         return f"unix:{socket_dir / f'{name}.sock'}"
@@ -83,6 +98,16 @@ class NamespaceHost(Host):
 
     def run(self, argv: list[str]) -> str:
         return self.netns.run(argv)
+
+    def exec(self, command: list[str] | str, timeout: float) -> CommandResult:
+        argv = ["sh", "-c", command] if isinstance(command, str) else command
+        try:
+            done = subprocess.run(self.netns.argv(argv), capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired as e:
+            raise WaitTimeout(f"{command!r} in the run's namespace did not finish within {timeout:.0f}s") from e
+        except OSError as e:
+            raise TestbedError(f"{command!r} in the run's namespace: {e}") from e
+        return CommandResult(argv, done.returncode, done.stdout, done.stderr)
 
     def close(self) -> None:
         self.peer.close()

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from qemu.qmp import ExecuteError, QMPClient
+from qemu.qmp import ExecuteError, QMPClient, Runstate
 from qemu.qmp.events import EventListener
 
 from testbed.clock import RunClock
@@ -133,14 +133,22 @@ class QmpChannel:
         self._client = QMPClient(vm)
         self._loop = _LoopThread.get()
         self._pump: asyncio.Task | None = None
+        self._listener: EventListener | None = None
 
     def connect(self, sock: socket.socket, timeout: float = 10) -> None:
+        """The QMP handshake over a connected socket; may be retried after a failed handshake."""
         async def connect() -> None:
-            listener = EventListener()  # every event, registered before QEMU is let run (-S)
-            self._client.register_listener(listener)
+            if self._listener is None:
+                self._listener = EventListener()  # every event, registered before QEMU is let run (-S)
+                self._client.register_listener(self._listener)
             await self._client.connect(sock)
-            self._pump = asyncio.create_task(self._record(listener))
+            if self._pump is None:
+                self._pump = asyncio.create_task(self._record(self._listener))
         self._loop.run(connect(), timeout, f"{self.vm}: QMP handshake")
+
+    def connected(self) -> bool:
+        """True while the QMP session is up: a QEMU reached over TCP is gone when it is not."""
+        return self._client.runstate == Runstate.RUNNING
 
     async def _record(self, listener: EventListener) -> None:
         async for msg in listener:

@@ -119,6 +119,8 @@ class RunReport(BaseModel):
     passed: bool = False
     duration_s: float = 0.0
     host: HostInfo | None = None
+    # The host kind and what it set up: for a host VM, its PFs, the VFs it passed through, its timings.
+    topology: dict[str, Any] = {}
     vms: dict[str, VmReport] = {}
     steps: list[StepRecord] = []
     traffic: list[TrafficReport] = []

@@ -13,18 +13,18 @@ import time
 import traceback
 from typing import Iterator
 
-from testbed.artifacts import check_room, sweep_dead_scratch
+from testbed.artifacts import check_room, make_scratch_dir, sweep_dead_scratch
 from testbed.clock import RunClock
 from testbed.errors import TestbedError
 from testbed.hold import hold
 from testbed.images import ensure_image
 from testbed.machine_watch import MachineDied, watching
-from testbed.hosts import NamespaceHost
+from testbed.hosts import Host, NamespaceHost
 from testbed.plan import peer_addresses, plan_machines
 from testbed.qemu_host import choose_accel, inspect_qemu
 from testbed.report import HostInfo, RunReport, StepRecord
 from testbed.run_context import RunContext, RunOptions
-from testbed.scenario import Scenario, Step
+from testbed.scenario import HostKind, Scenario, Step
 from testbed.steps import run_step
 
 logger = logging.getLogger(__name__)
@@ -123,9 +123,9 @@ def live_run(scenario: Scenario, options: RunOptions) -> Iterator[LiveRun]:
                                    guest_kernel=image.kernel_release, image=image.directory.name)
             plans = {p.name: p for p in plan_machines(scenario)}
             migrates = any(step.action == "migrate" for step in scenario.steps)
-            host = NamespaceHost.create(list(plans.values()), peer_addresses(scenario), scenario.network.hosts,
-                                        migrates, image, qemu.path, accel, clock)
+            host = _make_host(scenario, list(plans.values()), migrates, image, qemu.path, accel, clock, options)
             stack.callback(host.close)
+            report.topology = host.describe()
             (options.artifacts_dir / "netns-inode").write_text(f"{host.netns.inode}\n{host.peer.inode}\n")
             ctx = RunContext(scenario, plans, image, qemu, accel, host, clock, options, report)
             stack.enter_context(watching(ctx.watch))
@@ -149,6 +149,21 @@ def live_run(scenario: Scenario, options: RunOptions) -> Iterator[LiveRun]:
         report.duration_s = round(clock.now(), 3)
         if previous_sigterm is not None:
             signal.signal(signal.SIGTERM, previous_sigterm)
+
+
+def _make_host(scenario: Scenario, plans: list, migrates: bool, image, qemu: str, accel: str, clock: RunClock,
+               options: RunOptions) -> Host:
+    """The scenario's host kind: the run's namespace (default) or a host VM with nested guests."""
+    if scenario.host.kind == HostKind.VM:
+        from testbed.host_image import ensure_host_image
+        from testbed.host_vm import VmHost
+        local = options.local_kernel
+        host_image = ensure_host_image(image, modules_dir=local.modules_dir if local else None)
+        return VmHost.create(scenario.host, plans, peer_addresses(scenario), scenario.network.hosts, migrates,
+                             image, host_image, qemu, clock, options.artifacts_dir, make_scratch_dir(),
+                             timeout_s=120 * options.timeout_scale)
+    return NamespaceHost.create(plans, peer_addresses(scenario), scenario.network.hosts, migrates, image, qemu,
+                                accel, clock)
 
 
 class SetupFailed(TestbedError):

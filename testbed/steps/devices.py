@@ -72,26 +72,30 @@ def announce_self(ctx: RunContext, step: AnnounceSelfStep) -> dict[str, Any]:
 
 @handles(FdbStep)
 def fdb(ctx: RunContext, step: FdbStep) -> dict[str, Any]:
-    nic = pair_nic(ctx, step.vm, step.pair, step.port)
+    port = ctx.host.bridge_port(ctx.plan(step.vm), step.pair, step.port.value)
     mac = step.mac or ctx.plan(step.vm).pair(step.pair).pair.mac
-    before = ctx.host.run(["bridge", "fdb", "show", "dev", nic.tap])
+    before = ctx.host.run(["bridge", "fdb", "show", "dev", port])
     existed = any(line.startswith(f"{mac} ") and " master " in line for line in before.splitlines())
     if step.op == "del":
         if existed:
-            ctx.host.run(["bridge", "fdb", "del", mac, "dev", nic.tap, "master"])
+            ctx.host.run(["bridge", "fdb", "del", mac, "dev", port, "master"])
     else:
         # sticky: learning from the other port must not move a pinned entry (plain static ones move)
-        ctx.host.run(["bridge", "fdb", "replace", mac, "dev", nic.tap, "master", "static", "sticky"])
-    return {"op": step.op, "mac": mac, "port": nic.tap, "entry_existed": existed}
+        ctx.host.run(["bridge", "fdb", "replace", mac, "dev", port, "master", "static", "sticky"])
+    return {"op": step.op, "mac": mac, "port": port, "entry_existed": existed}
 
 
 @handles(ExecStep)
 def exec_(ctx: RunContext, step: ExecStep) -> dict[str, Any]:
     ctx.machine(step.vm)
-    result = ctx.shell(step.vm).run(step.command, timeout=ctx.timeout(step.timeout_s), check=False)
+    if step.on == "host":
+        result = ctx.host.exec(step.command, timeout=ctx.timeout(step.timeout_s))
+    else:
+        result = ctx.shell(step.vm).run(step.command, timeout=ctx.timeout(step.timeout_s), check=False)
     details = {"exit_status": result.exit_status, "stdout": result.stdout[-4000:], "stderr": result.stderr[-4000:]}
     if result.exit_status != step.expect_status:
-        raise StepFailed(f"{step.vm}: {step.command!r} exited {result.exit_status}, expected "
+        where = "the host" if step.on == "host" else step.vm
+        raise StepFailed(f"{where}: {step.command!r} exited {result.exit_status}, expected "
                          f"{step.expect_status}: {(result.stderr or result.stdout).strip()[-500:]}")
     return details
 

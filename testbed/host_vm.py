@@ -1,0 +1,190 @@
+"""The host-VM host kind: a VM (L1) plays the hypervisor host of the kernel's net_failover document.
+
+L1 is q35 with an intel-iommu and one emulated igb PF per simulated uplink (PF 0 for the guests'
+first slot, PF 1 for a migration's destination). Inside L1, each PF gets VFs, each host-vf primary
+gets a VF whose MAC is set through the PF and which is bound to vfio-pci, and a bridge brh<N> has
+the PF as its uplink port and the guests' standby taps on it (the document's
+`<interface type='bridge'>`). The guests (L2) are nested QEMUs started in L1 with
+`vfio-pci,host=<VF>,failover_pair_id=<standby>`; their QMP and SSH come out through L1's
+user-mode forwards. Outside, each PF's tap sits on the run's bridge br<N>, with the peer."""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import shutil
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from testbed.errors import TestbedError
+from testbed.guest_shell import CommandResult, GuestShell
+from testbed.host_vm_machine import HostVmMachine, host_vm_plan
+from testbed.hosts import Host
+from testbed.nested_machine import L2_RUN, NestedMachine, qmp_port, with_host_devices
+from testbed.netns import NetworkNamespace
+from testbed.network import NetworkPlan
+from testbed.plan import MachinePlan
+from testbed.waiting import wait_until
+
+if TYPE_CHECKING:
+    from testbed.clock import RunClock
+    from testbed.host_image import HostImage
+    from testbed.images import GuestImage
+    from testbed.scenario import Host as HostSpec
+
+logger = logging.getLogger(__name__)
+
+SYSFS_WRITE = 'echo "$1" > "$2"'  # a constant script; the value and the path are its arguments
+
+
+class VmHost(Host):
+    kind = "vm"
+
+    def __init__(self, netns: NetworkNamespace, peer: NetworkNamespace, machine: HostVmMachine,
+                 guest_image: "GuestImage", clock: "RunClock"):
+        self.netns, self.peer, self.machine = netns, peer, machine
+        self._guest_image, self._clock = guest_image, clock
+        self.shell: GuestShell | None = None
+        self.pfs: dict[int, str] = {}                       # slot -> PF netdev name in L1
+        self.vfs: dict[tuple[str, int, str], str] = {}      # (vm, slot, pair) -> VF PCI address
+        self.vf_numbers: dict[tuple[str, int, str], int] = {}
+        self.timings: dict[str, float] = {}
+        self.socket_dir: Path | None = None
+
+    @classmethod
+    def create(cls, spec: "HostSpec", plans: list[MachinePlan], peer_addresses: list[ipaddress.IPv4Interface],
+               hosts: int, with_slot1: bool, guest_image: "GuestImage", host_image: "HostImage", qemu: str,
+               clock: "RunClock", artifacts_dir: Path, socket_dir: Path, timeout_s: float) -> "VmHost":
+        slots = 2 if with_slot1 else 1
+        netns = NetworkNamespace.create()
+        peer = None
+        host = None
+        try:
+            peer = NetworkNamespace.create()
+            plan = host_vm_plan(spec, plans, slots)
+            # Outside: a bridge per simulated uplink, the PF's tap on it, the peer on the first.
+            NetworkPlan(bridges=[f"br{i}" for i in range(hosts)],
+                        taps={tap: f"br{min(slot, hosts - 1)}" for slot, tap in enumerate(plan.pf_taps)},
+                        peer_addresses=list(peer_addresses)).apply(netns, peer)
+            machine = HostVmMachine(plan, host_image, qemu, netns, artifacts_dir / "host", clock, socket_dir)
+            host = cls(netns, peer, machine, guest_image, clock)
+            host.socket_dir = socket_dir
+            host.start(plans, slots, timeout_s)
+            return host
+        except BaseException:
+            if host is not None:
+                host.close()
+            else:
+                if peer is not None:
+                    peer.close()
+                netns.close()
+                shutil.rmtree(socket_dir, ignore_errors=True)
+            raise
+
+    # -- bringing L1 up
+    def start(self, plans: list[MachinePlan], slots: int, timeout_s: float) -> None:
+        machine = self.machine
+        machine.launch()
+        machine.watched = True
+        machine.cont()
+        machine.wait_for_console("testbed: host ssh up", timeout_s)
+        self.shell = GuestShell("host", self.netns, machine.plan.ssh_port, self._guest_image.ssh_key)
+        self.shell.connect(timeout_s, alive=machine.alive)
+        self.timings["host_ssh_ready_s"] = round(self._clock.now() - (machine.launched_at or 0), 3)
+        for slot in range(slots):
+            self._configure_pf(slot, plans)
+        self.timings["host_ready_s"] = round(self._clock.now() - (machine.launched_at or 0), 3)
+        logger.info("host VM: SSH after %ss, VFs and bridges ready after %ss", self.timings["host_ssh_ready_s"],
+                    self.timings["host_ready_s"])
+
+    def _sh(self, argv: list[str], timeout: float = 30) -> str:
+        assert self.shell is not None
+        return self.shell.run(argv, timeout=timeout).stdout
+
+    def _write(self, path: str, value: str) -> None:
+        self._sh(["sh", "-c", SYSFS_WRITE, "sh", value, path])
+
+    def _pf_name(self, mac: str) -> str:
+        def find() -> str | None:
+            for line in self._sh(["ip", "-o", "link", "show"]).splitlines():
+                fields = line.split()
+                if f"link/ether {mac}" in line:
+                    self._found = fields[1].rstrip(":").split("@")[0]
+                    return None
+            return f"no netdev with MAC {mac} yet"
+        wait_until(find, 30, f"the host VM's PF with MAC {mac}")
+        return self._found
+
+    def _configure_pf(self, slot: int, plans: list[MachinePlan]) -> None:
+        pf = self._pf_name(self.machine.plan.pf_macs[slot])
+        self.pfs[slot] = pf
+        wanted = [(plan.name, pair.pair.name, pair.pair.mac) for plan in plans for pair in plan.pairs
+                  if pair.primary is not None and not pair.primary.backend]
+        device = f"/sys/class/net/{pf}/device"
+        if wanted:
+            self._write(f"{device}/sriov_drivers_autoprobe", "0")
+            self._write(f"{device}/sriov_numvfs", str(len(wanted)))
+        for number, (vm, pair, mac) in enumerate(wanted):
+            self._sh(["ip", "link", "set", pf, "vf", str(number), "mac", mac])
+            bdf = Path(self._sh(["readlink", f"{device}/virtfn{number}"]).strip()).name
+            self._write(f"/sys/bus/pci/devices/{bdf}/driver_override", "vfio-pci")
+            self._write("/sys/bus/pci/drivers_probe", bdf)
+            self.vfs[(vm, slot, pair)] = bdf
+            self.vf_numbers[(vm, slot, pair)] = number
+        bridge = f"brh{slot}"
+        batch = [f"link add {bridge} type bridge", f"link set {bridge} up", f"link set {pf} master {bridge}",
+                 f"link set {pf} up"]
+        for plan in plans:
+            for nic in plan.on_slot(slot).nics:
+                batch += [f"tuntap add dev {nic.tap} mode tap", f"link set {nic.tap} master {bridge}",
+                          f"link set {nic.tap} up"]
+        for line in batch:
+            self._sh(["ip", *line.split()])
+
+    # -- the Host interface
+    def new_machine(self, plan: MachinePlan, artifacts_dir: Path, incoming: bool,
+                    absent_primaries: frozenset[str], socket_dir: Path) -> NestedMachine:
+        if self.shell is None:
+            raise TestbedError("the host VM is not up")
+        return NestedMachine(with_host_devices(plan, self.vfs), self._guest_image, self.netns, artifacts_dir,
+                             self._clock, self.shell, self.machine.alive, incoming=incoming,
+                             absent_primaries=absent_primaries)
+
+    def run(self, argv: list[str]) -> str:
+        return self._sh(argv)
+
+    def exec(self, command: list[str] | str, timeout: float) -> CommandResult:
+        assert self.shell is not None
+        return self.shell.run(command, timeout=timeout, check=False)
+
+    def bridge_port(self, plan: MachinePlan, pair: str, nic: str) -> str:
+        p = plan.pair(pair)
+        if nic == "primary" and p.primary is not None and not p.primary.backend:
+            return self.pfs[plan.slot]  # a VF's frames reach the bridge through its PF, the uplink port
+        return super().bridge_port(plan, pair, nic)
+
+    def migration_uri(self, socket_dir: Path, name: str) -> str:
+        return f"unix:{L2_RUN / f'{name}.migration'}"
+
+    def describe(self) -> dict[str, object]:
+        return {"kind": self.kind, "pfs": {str(k): v for k, v in self.pfs.items()},
+                "vfs": {f"{vm}/{pair}@{slot}": bdf for (vm, slot, pair), bdf in self.vfs.items()},
+                **self.timings}
+
+    def vf_driver(self, bdf: str) -> str:
+        """The host driver bound to a VF (vfio-pci when it is passed through)."""
+        return Path(self._sh(["readlink", f"/sys/bus/pci/devices/{bdf}/driver"]).strip()).name
+
+    def close(self) -> None:
+        try:
+            if self.shell is not None:
+                self.shell.close()
+            self.machine.shutdown()
+        finally:
+            self.peer.close()
+            self.netns.close()
+            if self.socket_dir is not None:
+                shutil.rmtree(self.socket_dir, ignore_errors=True)
+
+
+__all__ = ["VmHost", "qmp_port"]
