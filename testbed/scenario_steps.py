@@ -189,12 +189,12 @@ class FdbStep(PairStep):
 
 
 class ExecStep(VmStep):
-    """Runs a command in the guest over SSH (on: guest), or on the host that holds the guest's bridge
-    (on: host: the host VM over SSH, or the run's namespace); a list is an argv, a string a shell
+    """Runs a command in the guest over SSH (where: guest), or on the host that holds the guest's bridge
+    (where: host: the host VM over SSH, or the run's namespace); a list is an argv, a string a shell
     command."""
     action: Literal["exec"]
     vm: str
-    on: Literal["guest", "host"] = "guest"
+    where: Literal["guest", "host"] = "guest"
     command: list[Annotated[str, Field(max_length=MAX_TEXT)]] | Annotated[str, Field(max_length=MAX_TEXT)]
     expect_status: int = Field(0, ge=0, le=255)
 

@@ -43,10 +43,10 @@ def test_exec_fdb_and_announce_self(tmp_path):
         ports = [line.split()[2] for line in relearned.splitlines()
                  if line.startswith("52:54:00:00:12:54 dev ") and "permanent" not in line]
         assert len(ports) == 1 and ports[0] in ("t0net0s", "t0net0p"), relearned
-        # exec on: host runs on the host that holds the bridge (here the run's namespace)
-        on_host = run.step(ExecStep(action="exec", vm="vm1", on="host", command=["ip", "-o", "link", "show", "master", "br0"]))
+        # exec where: host runs on the host that holds the bridge (here the run's namespace)
+        on_host = run.step(ExecStep(action="exec", vm="vm1", where="host", command=["ip", "-o", "link", "show", "master", "br0"]))
         assert on_host.ok and {"t0net0s:", "t0net0p:"} <= set(on_host.details["stdout"].split())
-        failing = run.step(ExecStep(action="exec", vm="vm1", on="host", command="exit 4"))
+        failing = run.step(ExecStep(action="exec", vm="vm1", where="host", command="exit 4"))
         assert failing.error == "the host: 'exit 4' exited 4, expected 0: "
 
         # Pinning the MAC to the standby's tap sends the peer's echoes into the standby. While a

@@ -88,13 +88,13 @@ def fdb(ctx: RunContext, step: FdbStep) -> dict[str, Any]:
 @handles(ExecStep)
 def exec_(ctx: RunContext, step: ExecStep) -> dict[str, Any]:
     ctx.machine(step.vm)
-    if step.on == "host":
+    if step.where == "host":
         result = ctx.host.exec(step.command, timeout=ctx.timeout(step.timeout_s))
     else:
         result = ctx.shell(step.vm).run(step.command, timeout=ctx.timeout(step.timeout_s), check=False)
     details = {"exit_status": result.exit_status, "stdout": result.stdout[-4000:], "stderr": result.stderr[-4000:]}
     if result.exit_status != step.expect_status:
-        where = "the host" if step.on == "host" else step.vm
+        where = "the host" if step.where == "host" else step.vm
         raise StepFailed(f"{where}: {step.command!r} exited {result.exit_status}, expected "
                          f"{step.expect_status}: {(result.stderr or result.stdout).strip()[-500:]}")
     return details
