@@ -109,6 +109,9 @@ def _log_to(console: Console, quiet: bool = False) -> None:
     handler.setLevel(logging.WARNING if quiet else logging.INFO)
     root.addHandler(handler)
     root.setLevel(logging.INFO)
+    # paramiko logs every failed connection attempt with a traceback; the testbed's own wait says
+    # what it waited for and what it saw.
+    logging.getLogger("paramiko").setLevel(logging.CRITICAL)
 
 
 def cmd_images(args: argparse.Namespace, console: Console) -> int:

@@ -28,8 +28,11 @@ class CommandResult:
 
 
 class GuestShell:
-    def __init__(self, vm: str, netns: NetworkNamespace, port: int, key_file: Path):
+    def __init__(self, vm: str, netns: NetworkNamespace, port: int, key_file: Path, slowdown: float = 1.0):
+        """slowdown multiplies every command's timeout: a nested guest (TCG inside TCG) needs
+        seconds for what takes milliseconds elsewhere."""
         self.vm = vm
+        self.slowdown = slowdown
         self._netns = netns
         self._port = port
         self._key = paramiko.Ed25519Key.from_private_key_file(str(key_file))
@@ -65,9 +68,10 @@ class GuestShell:
         # The guest's host key is made fresh at every boot, on a network only this run can reach.
         client.set_missing_host_key_policy(paramiko.AutoAddPolicy())
         try:
+            # A nested guest's dropbear (TCG inside TCG) can take tens of seconds to send its banner.
             client.connect("127.0.0.1", port=self._port, username="root", pkey=self._key, sock=sock,
                            look_for_keys=False, allow_agent=False, timeout=timeout,
-                           banner_timeout=timeout, auth_timeout=timeout)
+                           banner_timeout=max(timeout, 30), auth_timeout=max(timeout, 30))
         except BaseException:
             client.close()
             sock.close()
@@ -79,6 +83,7 @@ class GuestShell:
         if self._client is None:
             raise TestbedError(f"{self.vm}: not connected")
         command = argv if isinstance(argv, str) else shlex.join(argv)
+        timeout *= self.slowdown
         try:
             _, out, err = self._client.exec_command(command, timeout=timeout)
             stdout = out.read().decode(errors="replace")

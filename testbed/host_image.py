@@ -35,8 +35,9 @@ logger = logging.getLogger(__name__)
 
 HOST_OVERLAY = REPO_ROOT / "images" / "host"
 QEMU = Path("/usr/bin/qemu-system-x86_64")
-# What L1's QEMU loads for a q35 guest booted with -kernel and NICs with romfile="" (the rest of
-# /usr/share/qemu is for other machines, displays and option ROMs that L2 does not use).
+# What L1's QEMU loads for a q35 guest booted with -kernel (linuxboot_dma.bin is its -kernel loader;
+# without either ROM it prints "rom: file ...: error" at every start). No NIC option ROMs: every NIC
+# of L2 needs romfile="" ("failed to find romfile efi-virtio.rom" otherwise), as the testbed's argv has.
 FIRMWARE = (Path("/usr/share/seabios/bios-256k.bin"), Path("/usr/share/qemu/linuxboot_dma.bin"),
             Path("/usr/share/qemu/kvmvapic.bin"))
 # Loaded by L1's /init; their dependencies (irqbypass, vfio_pci_core, llc, stp...) come along.
@@ -91,9 +92,10 @@ def host_image_key(guest: GuestImage, modules_dir: Path | None = None) -> str:
         st = path.stat()
         h.update(f"{path}:{st.st_size}:{st.st_mtime_ns}".encode())
     _hash_tree(h, HOST_OVERLAY)
-    if modules_dir is not None:
-        st = (modules_dir / "modules.dep").stat() if (modules_dir / "modules.dep").exists() else modules_dir.stat()
-        h.update(f"{modules_dir.resolve()}:{st.st_mtime_ns}".encode())
+    if modules_dir is not None:  # a local kernel's modules, as images.py hashes them (depmod's output aside)
+        for ko in sorted(p for p in modules_dir.rglob("*") if not p.name.startswith("modules.")):
+            st = ko.stat()
+            h.update(f"{ko.relative_to(modules_dir)}:{st.st_size}:{st.st_mtime_ns}".encode())
     return h.hexdigest()[:20]
 
 
@@ -120,7 +122,7 @@ def kernel_modules(guest: GuestImage, cache: Path) -> Path:
         shutil.rmtree(root, ignore_errors=True)
         root.mkdir()
         logger.info("extracting the modules of %s=%s", package, version)
-        recipe = ImageRecipe.load(DEFAULT_RECIPE)
+        recipe = ImageRecipe.load(DEFAULT_RECIPE)  # its suites: where the guest's kernel package came from
         mirror = guest.manifest.get("mirror") or debian_mirror(known=cache / "apt" / "mirror")
         apt = PrivateApt(cache / "apt", mirror, [recipe.suite, *recipe.extra_suites])
         with FileLock(str(cache / "apt.lock"), timeout=600):
@@ -129,7 +131,8 @@ def kernel_modules(guest: GuestImage, cache: Path) -> Path:
         _run(["dpkg-deb", "-x", str(deb), str(root)])
         deb.unlink()
         shutil.rmtree(root / "boot", ignore_errors=True)
-        # Debian makes modules.dep in postinst; it is written last, so it marks a complete extraction.
+        # Debian makes modules.dep in postinst. Made here only after the whole package is out, it
+        # marks a complete extraction (the check above).
         _run(["depmod", "-b", str(root), guest.kernel_release])
     return modules
 
@@ -200,6 +203,7 @@ def _build(guest: GuestImage, modules_src: Path, work: Path, out: Path) -> None:
         "firmware": [str(f) for f in FIRMWARE],
         "modules": list(L1_MODULES),
         "modules_src": str(modules_src),
+        "tree_bytes": sum(p.stat().st_size for p in tree.rglob("*") if p.is_file() and not p.is_symlink()),
         "initrd_bytes": (out / "initrd.img").stat().st_size,
         "build_s": round(time.monotonic() - started, 3),
         "built_at": time.time(),

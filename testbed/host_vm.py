@@ -121,6 +121,7 @@ class VmHost(Host):
         wanted = [(plan.name, pair.pair.name, pair.pair.mac) for plan in plans for pair in plan.pairs
                   if pair.primary is not None and not pair.primary.backend]
         device = f"/sys/class/net/{pf}/device"
+        self._sh(["ip", "link", "set", pf, "up"])  # igb: a VF MAC set while the PF is down is not used
         if wanted:
             self._write(f"{device}/sriov_drivers_autoprobe", "0")
             self._write(f"{device}/sriov_numvfs", str(len(wanted)))

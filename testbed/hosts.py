@@ -45,7 +45,7 @@ class Host(ABC):
 
     @abstractmethod
     def exec(self, command: list[str] | str, timeout: float) -> CommandResult:
-        """A command on that host, for an `exec on: host` step: its status, whatever it is."""
+        """A command on that host, for an `exec where: host` step: its status, whatever it is."""
 
     def bridge_port(self, plan: MachinePlan, pair: str, nic: str) -> str:
         """The port of the host's bridge behind a pair's standby or primary (for `bridge fdb`)."""

@@ -47,6 +47,8 @@ class MachineArtifacts:
 
 
 class QemuMachine:
+    slowdown = 1.0  # how much slower its guest runs than a guest on this machine (see GuestShell)
+
     def __init__(self, plan: MachinePlan, image: GuestImage, qemu: str, accel: str,
                  netns: NetworkNamespace, artifacts_dir: Path, clock: RunClock,
                  incoming: bool = False, absent_primaries: frozenset[str] = frozenset(),

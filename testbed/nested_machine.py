@@ -35,6 +35,7 @@ def qmp_port(plan: MachinePlan) -> int:
 
 
 class NestedMachine(QemuMachine):
+    slowdown = 10.0  # TCG inside TCG
     def __init__(self, plan: MachinePlan, image: "GuestImage", netns: "NetworkNamespace", artifacts_dir: Path,
                  clock: "RunClock", host_shell: GuestShell, host_alive, incoming: bool = False,
                  absent_primaries: frozenset[str] = frozenset()):
@@ -78,8 +79,8 @@ class NestedMachine(QemuMachine):
         try:
             self.qmp.connect(self.netns.connect_tcp("127.0.0.1", qmp_port(self.plan), timeout=5), timeout=5)
             return None
-        except (OSError, TestbedError) as e:
-            return str(e)
+        except Exception as e:  # slirp accepts before the nested QEMU listens: retry until its greeting
+            return f"{type(e).__name__}: {e}"
 
     def _process_running(self) -> bool:
         result = self._host.run(["/usr/lib/testbed/guest-running", str(self._run_dir)], check=False, timeout=10)

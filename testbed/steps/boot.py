@@ -26,7 +26,7 @@ def boot(ctx: RunContext, step: BootStep) -> dict[str, Any]:
     details: dict[str, Any] = {}
     for name in names:
         machine = ctx.machine(name)
-        shell = GuestShell(name, ctx.netns, machine.plan.ssh_port, ctx.image.ssh_key)
+        shell = GuestShell(name, ctx.netns, machine.plan.ssh_port, ctx.image.ssh_key, machine.slowdown)
         ctx.shells[name] = shell
         try:
             machine.wait_for_console("testbed: ssh up", ctx.timeout(step.timeout_s))

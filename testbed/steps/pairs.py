@@ -6,6 +6,7 @@ from typing import Callable
 
 from testbed.failover_checks import default_expectation, explain, pair_problems
 from testbed.guest_probe import Netdev, read_netdevs
+from testbed.errors import WaitTimeout
 from testbed.guest_shell import GuestShell
 from testbed.plan import PairPlan
 from testbed.run_context import RunContext
@@ -24,7 +25,10 @@ class PairsCheck:
 
     def __call__(self) -> str | None:
         if self.settle:
-            self.shell.run(["udevadm", "settle", "--timeout=5"], timeout=15, check=False)
+            try:
+                self.shell.run(["udevadm", "settle", "--timeout=5"], timeout=15, check=False)
+            except WaitTimeout:
+                return "udev is still busy (udevadm settle did not return)"
         self.last = read_netdevs(self.shell)
         problems = [problem for p in self.pairs for problem in pair_problems(self.last, p, self.expect(p))]
         return explain(problems, self.last) if problems else None
