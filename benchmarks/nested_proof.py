@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import logging
+import re
 import signal
 import subprocess
 import sys
@@ -386,7 +387,7 @@ class NestedRun:
             self.drop_standby_entries()
         time.sleep(5)
         probe.stop()
-        (self.art / f"ping-{name.replace(' ', '-')}.txt").write_text("".join(probe.raw_lines))
+        (self.art / f"ping-{re.sub(r'[^a-z0-9]+', '-', name).strip('-')}.txt").write_text("".join(probe.raw_lines))
         result = probe.result(windows)
         gaps = "; ".join(f"{g.ms:.0f} ms ({g.lost} lost) in {g.step_action}" for g in result.gaps) or "none"
         self.report.stage(f"continuous ping, {name}", result.received > 0, None,
