@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 from testbed.errors import TestbedError
+from testbed.procutil import process_alive
 
 logger = logging.getLogger(__name__)
 
@@ -79,14 +80,6 @@ def make_scratch_dir() -> Path:
     return Path(tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-"))
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
-
-
 def sweep_dead_scratch(root: Path | None = None) -> list[Path]:
     """Removes the scratch directories of testbed processes that no longer run (SIGKILLed runs
     cannot clean up after themselves); returns what was removed."""
@@ -94,15 +87,10 @@ def sweep_dead_scratch(root: Path | None = None) -> list[Path]:
     removed = []
     for entry in root.glob(f"{SCRATCH_PREFIX}*"):
         m = _SCRATCH_RE.match(entry.name)
-        if m and entry.is_dir() and entry.owner() == _me() and not _pid_alive(int(m.group(1))):
+        if m and entry.is_dir() and entry.stat().st_uid == os.geteuid() and not process_alive(int(m.group(1))):
             shutil.rmtree(entry, ignore_errors=True)
             removed.append(entry)
     if removed:
         logger.info("removed %d socket directories of runs that died: %s", len(removed),
                     ", ".join(p.name for p in removed))
     return removed
-
-
-def _me() -> str:
-    import pwd
-    return pwd.getpwuid(os.geteuid()).pw_name

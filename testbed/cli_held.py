@@ -13,8 +13,9 @@ from pathlib import Path
 from rich.console import Console
 
 from testbed.errors import TestbedError
-from testbed.hold import held_runs, process_alive
+from testbed.hold import held_runs
 from testbed.leftovers import run_leftovers
+from testbed.procutil import process_alive
 
 
 def _held(args: argparse.Namespace) -> tuple[dict, str | None]:

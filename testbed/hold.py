@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from testbed.cache import cache_root
+from testbed.procutil import process_alive
 
 if TYPE_CHECKING:
     from testbed.run_context import RunContext
@@ -26,15 +27,6 @@ def state_dir() -> Path:
     path = Path(os.environ.get("TESTBED_STATE_DIR") or cache_root() / "runs")
     path.mkdir(parents=True, exist_ok=True)
     return path
-
-
-def process_alive(pid: int) -> bool:
-    """True for a running process; an exited one not yet reaped by its parent (a zombie) is gone."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def held_runs() -> list[dict]:

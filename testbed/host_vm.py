@@ -20,7 +20,7 @@ from testbed.errors import TestbedError
 from testbed.guest_shell import CommandResult, GuestShell
 from testbed.host_vm_machine import HostVmMachine, host_vm_plan
 from testbed.hosts import Host
-from testbed.nested_machine import L2_RUN, NestedMachine, qmp_port, with_host_devices
+from testbed.nested_machine import L2_RUN, NestedMachine, with_host_devices
 from testbed.netns import NetworkNamespace
 from testbed.network import NetworkPlan
 from testbed.plan import MachinePlan
@@ -105,15 +105,16 @@ class VmHost(Host):
         self._sh(["sh", "-c", SYSFS_WRITE, "sh", value, path])
 
     def _pf_name(self, mac: str) -> str:
+        found: list[str] = []
+
         def find() -> str | None:
             for line in self._sh(["ip", "-o", "link", "show"]).splitlines():
-                fields = line.split()
                 if f"link/ether {mac}" in line:
-                    self._found = fields[1].rstrip(":").split("@")[0]
+                    found.append(line.split()[1].rstrip(":").split("@")[0])
                     return None
             return f"no netdev with MAC {mac} yet"
         wait_until(find, 30, f"the host VM's PF with MAC {mac}")
-        return self._found
+        return found[-1]
 
     def _configure_pf(self, slot: int, plans: list[MachinePlan]) -> None:
         pf = self._pf_name(self.machine.plan.pf_macs[slot])
@@ -187,5 +188,3 @@ class VmHost(Host):
             if self.socket_dir is not None:
                 shutil.rmtree(self.socket_dir, ignore_errors=True)
 
-
-__all__ = ["VmHost", "qmp_port"]
