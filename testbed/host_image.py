@@ -41,7 +41,10 @@ QEMU = Path("/usr/bin/qemu-system-x86_64")
 FIRMWARE = (Path("/usr/share/seabios/bios-256k.bin"), Path("/usr/share/qemu/linuxboot_dma.bin"),
             Path("/usr/share/qemu/kvmvapic.bin"))
 # Loaded by L1's /init; their dependencies (irqbypass, vfio_pci_core, llc, stp...) come along.
-L1_MODULES = ("virtio_pci", "virtio_net", "igb", "vfio", "vfio_iommu_type1", "vfio_pci", "tun", "bridge")
+L1_MODULES = ("virtio_pci", "virtio_net", "igb", "vfio", "vfio_iommu_type1", "vfio_pci", "tun", "bridge",
+              # KVM on the AMD SVM that TCG's `-cpu max` emulates: L2 then runs as a KVM guest of
+              # L1 instead of TCG inside TCG (a probe decides, see VmHost.probe_nested_kvm).
+              "kvm", "kvm_amd")
 # Where L1 keeps L2's boot files and where its QEMU is, for the argv the testbed runs inside L1.
 L2_DIR = PurePosixPath("/srv/l2")
 L2_KERNEL = L2_DIR / "vmlinuz"

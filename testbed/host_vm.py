@@ -20,6 +20,7 @@ from testbed.errors import TestbedError
 from testbed.guest_shell import CommandResult, GuestShell
 from testbed.host_vm_machine import HostVmMachine, host_vm_plan
 from testbed.hosts import Host
+from testbed.nested_kvm import nested_kvm_verdict
 from testbed.nested_machine import L2_RUN, NestedMachine, with_host_devices
 from testbed.netns import NetworkNamespace
 from testbed.network import NetworkPlan
@@ -50,6 +51,8 @@ class VmHost(Host):
         self.vf_numbers: dict[tuple[str, int, str], int] = {}
         self.timings: dict[str, float] = {}
         self.socket_dir: Path | None = None
+        self.nested_accel = "tcg"
+        self.nested_accel_evidence = ""
 
     @classmethod
     def create(cls, spec: "HostSpec", plans: list[MachinePlan], peer_addresses: list[ipaddress.IPv4Interface],
@@ -69,7 +72,7 @@ class VmHost(Host):
             machine = HostVmMachine(plan, host_image, qemu, netns, artifacts_dir / "host", clock, socket_dir)
             host = cls(netns, peer, machine, guest_image, clock)
             host.socket_dir = socket_dir
-            host.start(plans, slots, timeout_s)
+            host.start(plans, slots, timeout_s, host_image.directory.name)
             return host
         except BaseException:
             if host is not None:
@@ -82,7 +85,7 @@ class VmHost(Host):
             raise
 
     # -- bringing L1 up
-    def start(self, plans: list[MachinePlan], slots: int, timeout_s: float) -> None:
+    def start(self, plans: list[MachinePlan], slots: int, timeout_s: float, host_image_key: str) -> None:
         machine = self.machine
         machine.launch()
         machine.watched = True
@@ -91,6 +94,7 @@ class VmHost(Host):
         self.shell = GuestShell("host", self.netns, machine.plan.ssh_port, self._guest_image.ssh_key)
         self.shell.connect(timeout_s, alive=machine.alive)
         self.timings["host_ssh_ready_s"] = round(self._clock.now() - (machine.launched_at or 0), 3)
+        self.nested_accel, self.nested_accel_evidence = nested_kvm_verdict(self, host_image_key)
         for slot in range(slots):
             self._configure_pf(slot, plans)
         self.timings["host_ready_s"] = round(self._clock.now() - (machine.launched_at or 0), 3)
@@ -149,7 +153,7 @@ class VmHost(Host):
         if self.shell is None:
             raise TestbedError("the host VM is not up")
         return NestedMachine(with_host_devices(plan, self.vfs), self._guest_image, self.netns, artifacts_dir,
-                             self._clock, self.shell, self.machine.alive, incoming=incoming,
+                             self._clock, self.shell, self.machine.alive, self.nested_accel, incoming=incoming,
                              absent_primaries=absent_primaries)
 
     def run(self, argv: list[str]) -> str:
@@ -171,6 +175,7 @@ class VmHost(Host):
     def describe(self) -> dict[str, object]:
         return {"kind": self.kind, "pfs": {str(k): v for k, v in self.pfs.items()},
                 "vfs": {f"{vm}/{pair}@{slot}": bdf for (vm, slot, pair), bdf in self.vfs.items()},
+                "nested_accel": self.nested_accel, "nested_accel_evidence": self.nested_accel_evidence,
                 **self.timings}
 
     def vf_driver(self, bdf: str) -> str:

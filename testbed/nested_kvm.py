@@ -1,0 +1,55 @@
+"""Whether KVM inside the host VM runs a stock guest kernel. TCG's `-cpu max` emulates AMD's SVM with
+nested paging, so L1's kvm_amd loads; if a probe boot shows that it really runs L2's kernel, the
+nested guests are KVM guests of L1 (seconds to boot) instead of TCG inside TCG (minutes)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from typing import TYPE_CHECKING
+
+from testbed.cache import cache_root
+from testbed.host_image import L1_QEMU, L2_KERNEL
+from testbed.qemu_host import inspect_qemu
+
+if TYPE_CHECKING:
+    from testbed.host_vm import VmHost
+
+logger = logging.getLogger(__name__)
+
+PROBE_TIMEOUT_S = 60
+# As qemu_host.probe_kvm: no initramfs, so reaching the root-mount panic proves the kernel ran.
+PROBE_ARGV = [str(L1_QEMU), "-machine", "q35", "-accel", "kvm", "-cpu", "host", "-m", "256M", "-nodefaults",
+              "-display", "none", "-no-reboot", "-serial", "stdio", "-kernel", str(L2_KERNEL),
+              "-append", "console=ttyS0 panic=-1"]
+WORKS = ("VFS: Unable to mount root", "Kernel panic")
+
+
+def probe(host: "VmHost") -> tuple[bool, str]:
+    if host.exec(["test", "-c", "/dev/kvm"], timeout=10).exit_status != 0:
+        return False, "no /dev/kvm in the host VM (kvm_amd did not load: no SVM in L1's CPU?)"
+    result = host.exec(["timeout", str(PROBE_TIMEOUT_S), *PROBE_ARGV], timeout=PROBE_TIMEOUT_S + 15)
+    out = result.stdout + result.stderr
+    lines = [line for line in out.strip().splitlines() if line.strip()]
+    evidence = next((line for line in lines if any(w in line for w in WORKS)), lines[-1] if lines else "no output")
+    return any(w in out for w in WORKS), evidence.strip()
+
+
+def nested_kvm_verdict(host: "VmHost", host_image_key: str) -> tuple[str, str]:
+    """'kvm' or 'tcg' for the nested guests, with the probe's evidence. Kept per host image and
+    outer QEMU: both decide what L1's CPU offers."""
+    qemu_version = inspect_qemu(host.machine.qemu).version_text
+    key = hashlib.sha256(f"{host_image_key}|{qemu_version}".encode()).hexdigest()[:16]
+    memo = cache_root() / f"nested-kvm-probe-{key}.json"
+    if memo.exists():
+        result = json.loads(memo.read_text())
+    else:
+        started = time.monotonic()
+        ok, evidence = probe(host)
+        result = {"kvm_works": ok, "evidence": evidence, "probe_s": round(time.monotonic() - started, 2)}
+        memo.write_text(json.dumps(result))
+        logger.info("nested KVM probe (%ss): %s: %s", result["probe_s"], "works" if ok else "does not work", evidence)
+    accel = "kvm" if result["kvm_works"] else "tcg"
+    return accel, str(result["evidence"])
