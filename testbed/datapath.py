@@ -46,7 +46,9 @@ def delta(before: Snapshot, after: Snapshot) -> Snapshot:
         for pair, roles in pairs.items():
             for role, now in roles.items():
                 then = before.get(vm, {}).get(pair, {}).get(role)
-                if then is not None and then["name"] == now["name"]:
+                # Counters that went back belong to a netdev made again under the same name (a re-plug).
+                if (then is not None and then["name"] == now["name"]
+                        and (role == "failover" or (now["rx"] >= then["rx"] and now["tx"] >= then["tx"]))):
                     out.setdefault(vm, {}).setdefault(pair, {})[role] = {
                         "name": now["name"], "rx": now["rx"] - then["rx"], "tx": now["tx"] - then["tx"]}
     return out

@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+PVFGPRC = 0x10010  # 82576: per-VF good packets received; PVFGPTC (transmitted) follows at +4
 SYSFS_WRITE = 'echo "$1" > "$2"'  # a constant script; the value and the path are its arguments
 
 
@@ -47,6 +48,8 @@ class VmHost(Host):
         self._guest_image, self._clock = guest_image, clock
         self.shell: GuestShell | None = None
         self.pfs: dict[int, str] = {}                       # slot -> PF netdev name in L1
+        self.pf_bars: dict[int, int] = {}                   # slot -> the PF's BAR 0 (guest-physical)
+        self.vf_drivers: dict[str, str] = {}                # VF PCI address -> host driver once bound
         self.vfs: dict[tuple[str, int, str], str] = {}      # (vm, slot, pair) -> VF PCI address
         self.vf_numbers: dict[tuple[str, int, str], int] = {}
         self.timings: dict[str, float] = {}
@@ -126,16 +129,20 @@ class VmHost(Host):
         wanted = [(plan.name, pair.pair.name, pair.pair.mac) for plan in plans for pair in plan.pairs
                   if pair.primary is not None and not pair.primary.backend]
         device = f"/sys/class/net/{pf}/device"
+        self.pf_bars[slot] = int(self._sh(["head", "-n", "1", f"{device}/resource"]).split()[0], 16)
         self._sh(["ip", "link", "set", pf, "up"])  # igb: a VF MAC set while the PF is down is not used
         if wanted:
             self._write(f"{device}/sriov_drivers_autoprobe", "0")
             self._write(f"{device}/sriov_numvfs", str(len(wanted)))
+        # A VF's MAC is set when a QEMU takes it (take_vfs), as libvirt does for an <interface
+        # type='hostdev'>: igb steers a MAC in a VF's filter to that VF's pool only, so a VF
+        # holding the pair's MAC with no guest behind it would swallow the standby's traffic.
         for number, (vm, pair, mac) in enumerate(wanted):
-            self._sh(["ip", "link", "set", pf, "vf", str(number), "mac", mac])
             bdf = Path(self._sh(["readlink", f"{device}/virtfn{number}"]).strip()).name
             self._write(f"/sys/bus/pci/devices/{bdf}/driver_override", "vfio-pci")
             self._write("/sys/bus/pci/drivers_probe", bdf)
             self.vfs[(vm, slot, pair)] = bdf
+            self.vf_drivers[bdf] = self.vf_driver(bdf)
             self.vf_numbers[(vm, slot, pair)] = number
         bridge = f"brh{slot}"
         batch = [f"link add {bridge} type bridge", f"link set {bridge} up", f"link set {pf} master {bridge}",
@@ -152,12 +159,40 @@ class VmHost(Host):
                     absent_primaries: frozenset[str], socket_dir: Path) -> NestedMachine:
         if self.shell is None:
             raise TestbedError("the host VM is not up")
+        self.take_vfs(plan, [p.pair.name for p in plan.pairs if p.primary is not None
+                             and not p.primary.backend and p.pair.name not in absent_primaries])
         return NestedMachine(with_host_devices(plan, self.vfs), self._guest_image, self.netns, artifacts_dir,
                              self._clock, self.shell, self.machine.alive, self.nested_accel, incoming=incoming,
                              absent_primaries=absent_primaries)
 
     def run(self, argv: list[str]) -> str:
         return self._sh(argv)
+
+    def set_vf_mac(self, plan: MachinePlan, pair: str, mac: str) -> dict[str, object]:
+        key = (plan.name, plan.slot, pair)
+        if key not in self.vf_numbers:
+            raise TestbedError(f"{plan.name}/{pair}: no VF on host slot {plan.slot}")
+        pf, number = self.pfs[plan.slot], self.vf_numbers[key]
+        self._sh(["ip", "link", "set", pf, "vf", str(number), "mac", mac])
+        return {"pf": pf, "vf": number, "bdf": self.vfs[key], "mac": mac}
+
+    def vf_counters(self, plan: MachinePlan, pair: str) -> dict[str, object] | None:
+        # igb's PF driver has no ndo_get_vf_stats, so `ip -s link show PF` prints no VF counters;
+        # the 82576 keeps them per pool in the PF's BAR (PVFGPRC/PVFGPTC at 0x10010 + 0x100 * VF).
+        # /dev/mem is closed in L1 (STRICT_DEVMEM), so they are read as the host VM's memory.
+        key = (plan.name, plan.slot, pair)
+        if key not in self.vf_numbers or plan.slot not in self.pf_bars:
+            return None
+        number = self.vf_numbers[key]
+        address = self.pf_bars[plan.slot] + PVFGPRC + 0x100 * number
+        text = self.machine.qmp.execute("human-monitor-command", {"command-line": f"xp /2wx {address:#x}"})
+        words = str(text).split(":", 1)[-1].split()
+        if len(words) != 2:
+            raise TestbedError(f"reading VF {number}'s counters on PF {self.pfs[plan.slot]}: {text!r}")
+        return {"name": f"vf{number}@{self.pfs[plan.slot]}", "rx": int(words[0], 16), "tx": int(words[1], 16)}
+
+    def take_vfs(self, plan: MachinePlan, pairs: list[str]) -> list[dict[str, object]]:
+        return [self.set_vf_mac(plan, pair, plan.pair(pair).pair.mac) for pair in pairs]
 
     def exec(self, command: list[str] | str, timeout: float) -> CommandResult:
         assert self.shell is not None
@@ -175,7 +210,7 @@ class VmHost(Host):
     def describe(self) -> dict[str, object]:
         return {"kind": self.kind, "pfs": {str(k): v for k, v in self.pfs.items()},
                 "vfs": {f"{vm}/{pair}@{slot}": bdf for (vm, slot, pair), bdf in self.vfs.items()},
-                "nested_accel": self.nested_accel, "nested_accel_evidence": self.nested_accel_evidence,
+                "vf_drivers": dict(self.vf_drivers), "nested_accel": self.nested_accel, "nested_accel_evidence": self.nested_accel_evidence,
                 **self.timings}
 
     def vf_driver(self, bdf: str) -> str:

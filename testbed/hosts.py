@@ -58,6 +58,19 @@ class Host(ABC):
     def migration_uri(self, socket_dir: Path, name: str) -> str:
         return f"unix:{socket_dir / f'{name}.sock'}"
 
+    def set_vf_mac(self, plan: MachinePlan, pair: str, mac: str) -> dict[str, object]:
+        """`ip link set PF vf N mac MAC` for a host-vf primary's VF on the plan's slot."""
+        raise TestbedError(f"{plan.name}/{pair}: only a host VM has VFs of its own ({self.kind} host)")
+
+    def vf_counters(self, plan: MachinePlan, pair: str) -> dict[str, object] | None:
+        """A host-vf primary's VF counters as its PF sees them (path proof from the host's side)."""
+        return None
+
+    def take_vfs(self, plan: MachinePlan, pairs: list[str]) -> list[dict[str, object]]:
+        """Before a QEMU takes VFs (at launch or device_add): what libvirt does for an
+        <interface type='hostdev'>, setting each VF's MAC to the pair's through the PF."""
+        return []
+
     def describe(self) -> dict[str, object]:
         """What the report says about the host."""
         return {"kind": self.kind}

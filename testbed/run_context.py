@@ -142,6 +142,10 @@ class RunContext:
         for vm in {vm for vm, _ in self.traffic}:
             if vm in self.shells and self.machines[vm].alive():
                 out[vm] = read_counters(self.shells[vm], self.plan(vm))
+                for pair in self.plan(vm).pairs:
+                    on_pf = self.host.vf_counters(self.plan(vm), pair.pair.name)
+                    if on_pf is not None:
+                        out[vm].setdefault(pair.pair.name, {})["vf_on_pf"] = on_pf
         return out
 
     def take_snapshot(self, index: int) -> None:

@@ -17,7 +17,8 @@ from testbed.scenario_steps import (STEP_ACTIONS, STEP_TYPES, AnnounceSelfStep, 
                                     CheckDeviceStep, CheckNetdevsStep, CheckTrafficStep, ExecStep,
                                     Expectation, FdbStep, MigrateStep, Nic, PairStep, Path_,
                                     PauseStep, PlugPrimaryStep, Ref, SetLinkStep, SleepStep,
-                                    StartTrafficStep, Step, StepBase, StepModel, UnplugPrimaryStep)
+                                    StartTrafficStep, Step, StepBase, StepModel, UnplugPrimaryStep,
+                                    VfMacStep)
 from testbed.scenario_template import render_template
 from testbed.scenario_values import MAC_RE, NAME_RE, Strict
 
@@ -28,6 +29,6 @@ __all__ = [
     "Step", "STEP_ACTIONS", "STEP_TYPES", "StepModel", "StepBase", "PairStep", "Ref",
     "AnnounceSelfStep", "BootStep", "CheckDeviceStep", "CheckNetdevsStep", "CheckTrafficStep",
     "ExecStep", "FdbStep", "MigrateStep", "PauseStep", "PlugPrimaryStep", "SetLinkStep", "SleepStep",
-    "StartTrafficStep", "UnplugPrimaryStep",
+    "StartTrafficStep", "UnplugPrimaryStep", "VfMacStep",
     "Expectation", "Nic", "Path_", "MAC_RE", "NAME_RE", "Strict",
 ]

@@ -134,6 +134,11 @@ def check_steps(vms: Sequence["VM"], steps: Sequence[StepModel]) -> None:
             if "primary" in needs and pair.primary is None:
                 raise KeyedValueError(f"steps[{i}].{ref.key}", f"{step.action} needs the primary of pair "
                                       f"{ref.name!r}, which has none")
+            if ("host-vf" in needs and pair.primary is not None
+                    and pair.primary.kind.value != "host-vf"):
+                raise KeyedValueError(f"steps[{i}].{ref.key}", f"{step.action} sets the MAC of a host VM's VF "
+                                      f"through its PF; pair {ref.name!r} has a {pair.primary.kind.value} primary "
+                                      "(use `primary: {kind: host-vf}` with `host: {kind: vm}`)")
             if "address" in needs and pair.address is None:
                 raise KeyedValueError(f"steps[{i}].{ref.key}", f"{step.action} needs an address on pair "
                                       f"{ref.name!r}")

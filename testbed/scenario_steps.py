@@ -188,6 +188,27 @@ class FdbStep(PairStep):
         return frozenset({"primary"}) if self.port == Nic.PRIMARY else frozenset()
 
 
+ZERO_MAC = "00:00:00:00:00:00"
+
+
+class VfMacStep(PairStep):
+    """`ip link set PF vf N mac MAC` on the host VM: the MAC of the pair's VF (the one on the VM's
+    current host) through its PF. `pair` is the pair's MAC; the kernel document's script zeroes it
+    (00:00:00:00:00:00) after detaching the VF, so that the PF stops steering the MAC to the VF."""
+    action: Literal["vf-mac"]
+    mac: str
+
+    @field_validator("mac", mode="before")
+    @classmethod
+    def _check_mac(cls, value: Any) -> Any:
+        if isinstance(value, str) and value.lower() in ("pair", ZERO_MAC):
+            return value.lower()
+        return check_mac(value, own_ok=True)
+
+    def pair_needs(self) -> frozenset[str]:
+        return frozenset({"primary", "host-vf"})
+
+
 class ExecStep(VmStep):
     """Runs a command in the guest over SSH (where: guest), or on the host that holds the guest's bridge
     (where: host: the host VM over SSH, or the run's namespace); a list is an argv, a string a shell
@@ -266,7 +287,7 @@ class MigrateStep(VmStep):
 
 Step = Annotated[Union[BootStep, CheckNetdevsStep, CheckDeviceStep, SleepStep, StartTrafficStep,
                        UnplugPrimaryStep, PlugPrimaryStep, SetLinkStep, AnnounceSelfStep, FdbStep,
-                       ExecStep, CheckTrafficStep, MigrateStep, PauseStep],
+                       VfMacStep, ExecStep, CheckTrafficStep, MigrateStep, PauseStep],
                  Field(discriminator="action")]
 
 STEP_TYPES: tuple[type[StepModel], ...] = get_args(get_args(Step)[0])

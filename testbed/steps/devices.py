@@ -11,7 +11,7 @@ from testbed.plan import NicPlan
 from testbed.qemu_argv import primary_props
 from testbed.run_context import RunContext
 from testbed.scenario import (AnnounceSelfStep, ExecStep, Expectation, FdbStep, Nic, PauseStep,
-                              PlugPrimaryStep, SetLinkStep, SleepStep, UnplugPrimaryStep)
+                              PlugPrimaryStep, SetLinkStep, SleepStep, UnplugPrimaryStep, VfMacStep)
 from testbed.steps.pairs import pairs_check
 from testbed.steps.registry import handles
 from testbed.waiting import wait_until, watchful_sleep
@@ -45,10 +45,13 @@ def unplug_primary(ctx: RunContext, step: UnplugPrimaryStep) -> dict[str, Any]:
 def plug_primary(ctx: RunContext, step: PlugPrimaryStep) -> dict[str, Any]:
     machine = ctx.machine(step.vm)
     props = primary_props(ctx.plan(step.vm).pair(step.pair))
+    details: dict[str, Any] = {"device": props["id"]}
+    vf_macs = ctx.host.take_vfs(ctx.plan(step.vm), [step.pair])
+    if vf_macs:
+        details["vf_mac_set"] = vf_macs[0]
     started = ctx.clock.now()
     machine.qmp.execute("device_add", props)
     ctx.absent_primaries.setdefault(step.vm, set()).discard(step.pair)
-    details: dict[str, Any] = {"device": props["id"]}
     if step.wait:
         check = pairs_check(ctx, step.vm, [step.pair], Expectation.PAIRED)
         wait_until(check, ctx.timeout(step.timeout_s), f"{step.vm} to enslave {step.pair}'s primary again")
@@ -83,6 +86,13 @@ def fdb(ctx: RunContext, step: FdbStep) -> dict[str, Any]:
         # sticky: learning from the other port must not move a pinned entry (plain static ones move)
         ctx.host.run(["bridge", "fdb", "replace", mac, "dev", port, "master", "static", "sticky"])
     return {"op": step.op, "mac": mac, "port": port, "entry_existed": existed}
+
+
+@handles(VfMacStep)
+def vf_mac(ctx: RunContext, step: VfMacStep) -> dict[str, Any]:
+    plan = ctx.plan(step.vm)
+    mac = plan.pair(step.pair).pair.mac if step.mac == "pair" else step.mac
+    return ctx.host.set_vf_mac(plan, step.pair, mac)
 
 
 @handles(ExecStep)
