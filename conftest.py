@@ -10,6 +10,10 @@ import pytest
 
 from testbed.leftovers import qemu_processes
 
+# tests/test_host_vm_guest.py runs this scenario (through `testbed bench --host-vm`) with more checks
+# than its file item would make; collecting it here too would boot the same nested set-up twice.
+collect_ignore = ["scenarios/host-vf-failover.yaml"]
+
 
 def _net_namespaces() -> set[int]:
     found = set()

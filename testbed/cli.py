@@ -132,7 +132,11 @@ def cmd_check_host(args: argparse.Namespace, console: Console) -> int:
 def cmd_bench(args: argparse.Namespace, console: Console) -> int:
     from testbed.bench import (print_bench, print_migration_bench, print_probe_bench, run_bench,
                                run_migration_bench, run_probe_bench)
-    if args.migration:
+    if args.host_vm:
+        from testbed.bench_host_vm import print_host_vm_bench, run_host_vm_bench
+        results = run_host_vm_bench(console, args.runs)
+        print_host_vm_bench(results, Console(width=160))
+    elif args.migration:
         results = run_migration_bench(console)
         print_migration_bench(results, Console(width=200))
     elif args.probes:
@@ -185,6 +189,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="measure the traffic probes instead: resolution and CPU cost")
     bench.add_argument("--migration", action="store_true",
                        help="measure live migration instead: 256 MiB and 1 GiB, with and without announce-self")
+    bench.add_argument("--host-vm", action="store_true",
+                       help="time the phases of host-vf-failover.yaml: host VM, nested guest, unplug, re-plug, migration")
     bench.add_argument("--json", help="also write the figures here")
     bench.set_defaults(func=cmd_bench)
     rep = sub.add_parser("report", help="draw a run's timeline (PNG and self-contained HTML)")

@@ -206,7 +206,7 @@ def test_default_name_is_the_stem_made_safe(tmp_path):
 
 def test_step_actions_and_references_come_from_the_step_models():
     from testbed.scenario import STEP_ACTIONS, BootStep, CheckNetdevsStep, SleepStep, UnplugPrimaryStep
-    assert STEP_ACTIONS["unplug-primary"] is UnplugPrimaryStep and len(STEP_ACTIONS) == 14
+    assert STEP_ACTIONS["unplug-primary"] is UnplugPrimaryStep and len(STEP_ACTIONS) == 15
     vms, pairs = CheckNetdevsStep(action="check-netdevs", vm="vm1", pairs=["a", "b"]).references()
     assert [tuple(r) for r in vms] == [("vm", "vm1")]
     assert [tuple(r) for r in pairs] == [("pairs[0]", "a"), ("pairs[1]", "b")]
@@ -252,3 +252,36 @@ def test_migrating_with_an_in_guest_igb_vf_plugged_is_refused_with_the_reason(tm
         load_scenario(_write(tmp_path, IGB_VF % replugged))
     unplugged = load_scenario(_write(tmp_path, IGB_VF % "  - {action: unplug-primary, vm: vm1, pair: net0}"))
     assert unplugged.steps[-1].action == "migrate"
+
+
+HOST_VM = """
+host: {kind: vm}
+vms:
+  - name: vm1
+    pairs:
+      - {name: net0, mac: "52:54:00:00:12:53", primary: {kind: %s}}
+steps:
+  - action: boot
+  - {action: vf-mac, vm: vm1, pair: net0, mac: %s}
+"""
+
+
+@pytest.mark.parametrize("mac, expected", [('"00:00:00:00:00:00"', "00:00:00:00:00:00"), ("pair", "pair"),
+                                           ('"52:54:00:AA:00:01"', "52:54:00:aa:00:01")])
+def test_vf_mac_takes_zero_pair_or_a_mac(tmp_path, mac, expected):
+    (tmp_path / "s.yaml").write_text(HOST_VM % ("host-vf", mac))
+    assert load_scenario(tmp_path / "s.yaml").steps[1].mac == expected
+
+
+def test_vf_mac_is_refused_for_a_pair_without_a_host_vf(tmp_path):
+    (tmp_path / "s.yaml").write_text(HOST_VM.replace("host: {kind: vm}\n", "") % ("pci", "pair"))
+    with pytest.raises(ScenarioError) as e:
+        load_scenario(tmp_path / "s.yaml")
+    assert e.value.key == "steps[1].pair" and "has a pci primary" in e.value.reason
+
+
+def test_vf_mac_refuses_a_broadcast_mac(tmp_path):
+    (tmp_path / "s.yaml").write_text(HOST_VM % ("host-vf", '"ff:ff:ff:ff:ff:ff"'))
+    with pytest.raises(ScenarioError) as e:
+        load_scenario(tmp_path / "s.yaml")
+    assert e.value.key == "steps[1].mac"
