@@ -48,7 +48,9 @@ def boot(ctx: RunContext, step: BootStep) -> dict[str, Any]:
             ctx.report.vms[name].netdevs = [n.as_dict() for n in check.last]
         ctx.report.vms[name].boot = timings
         details[name] = timings
-        logger.info("%s: SSH after %ss, pairs after %ss", name, timings["ssh_ready_s"], timings.get("pairs_ready_s"))
+        pairs = timings.get("pairs_ready_s")
+        logger.info("%s: SSH after %ss, %s", name, timings["ssh_ready_s"],
+                    "pairs not waited for" if pairs is None else f"pairs after {pairs}s")
     return details
 
 
