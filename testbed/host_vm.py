@@ -207,6 +207,9 @@ class VmHost(Host):
     def migration_uri(self, socket_dir: Path, name: str) -> str:
         return f"unix:{L2_RUN / f'{name}.migration'}"
 
+    def watched_machines(self) -> list[HostVmMachine]:
+        return [self.machine]
+
     def describe(self) -> dict[str, object]:
         return {"kind": self.kind, "pfs": {str(k): v for k, v in self.pfs.items()},
                 "vfs": {f"{vm}/{pair}@{slot}": bdf for (vm, slot, pair), bdf in self.vfs.items()},

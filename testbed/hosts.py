@@ -71,6 +71,10 @@ class Host(ABC):
         <interface type='hostdev'>, setting each VF's MAC to the pair's through the PF."""
         return []
 
+    def watched_machines(self) -> list[QemuMachine]:
+        """The host's own QEMUs, for the run's watch: a host VM that dies takes every guest with it."""
+        return []
+
     def describe(self) -> dict[str, object]:
         """What the report says about the host."""
         return {"kind": self.kind}

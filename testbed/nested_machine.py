@@ -136,24 +136,33 @@ class NestedMachine(QemuMachine):
         record: dict[str, object] = {"how": "not-started"}
         try:
             if self._launched and self._host_alive():
-                running = self._process_running()
-                if not running:
-                    record = {"how": "exited-before"}
-                else:
-                    try:
-                        self.qmp.execute("quit", timeout=3, watch=False)
-                    except Exception as e:
-                        record["quit_error"] = str(e)
-                    stopped = self._host.run(["/usr/lib/testbed/stop-guest", str(self._run_dir), str(int(grace_s))],
-                                             check=False, timeout=grace_s * 3 + 10).stdout.strip()
-                    record["how"] = stopped or "unknown"
-                self._fetch_logs()
+                record = self._stop_in_host_vm(grace_s)
             elif self._launched:
                 record = {"how": "went-with-the-host-vm"}
+        except TestbedError as e:
+            # A host VM that no longer answers (hung, paused) takes its guests with it when it is
+            # stopped; teardown goes on to stop it.
+            record = {"how": "host-vm-unreachable", "error": str(e)}
         finally:
             self.qmp.close()
             self.events.close()
             self.shutdown_record = record
+        return record
+
+
+    def _stop_in_host_vm(self, grace_s: float) -> dict[str, object]:
+        if not self._process_running():
+            record: dict[str, object] = {"how": "exited-before"}
+        else:
+            record = {}
+            try:
+                self.qmp.execute("quit", timeout=3, watch=False)
+            except Exception as e:
+                record["quit_error"] = str(e)
+            stopped = self._host.run(["/usr/lib/testbed/stop-guest", str(self._run_dir), str(int(grace_s))],
+                                     check=False, timeout=grace_s * 3 + 10).stdout.strip()
+            record["how"] = stopped or "unknown"
+        self._fetch_logs()
         return record
 
 

@@ -194,7 +194,10 @@ class RunContext:
                 logger.warning("%s: could not collect dmesg and netdevs at teardown: %s", name, e)
             shell.close()
         for exit in self.watch.exits:
-            self.report.vms.setdefault(exit.vm, VmReport()).exit = exit.as_dict()
+            if exit.vm in self.plans:
+                self.report.vms.setdefault(exit.vm, VmReport()).exit = exit.as_dict()
+            else:  # the host VM
+                self.report.topology["exit"] = exit.as_dict()
         for machine in dict.fromkeys([*self.machines.values(), *self.retired]):
             record = machine.shutdown()
             self.report.vms.setdefault(machine.name, VmReport()).shutdowns.append(

@@ -128,6 +128,8 @@ def live_run(scenario: Scenario, options: RunOptions) -> Iterator[LiveRun]:
             report.topology = host.describe()
             (options.artifacts_dir / "netns-inode").write_text(f"{host.netns.inode}\n{host.peer.inode}\n")
             ctx = RunContext(scenario, plans, image, qemu, accel, host, clock, options, report)
+            for machine in host.watched_machines():  # first: its death explains its guests'
+                ctx.watch.add(machine)
             stack.enter_context(watching(ctx.watch))
             stack.callback(ctx.teardown)
             holder.append(LiveRun(ctx))

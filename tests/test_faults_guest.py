@@ -97,3 +97,19 @@ def test_guest_kernel_panic_is_named_as_one(tmp_path):
     report = json.loads((artifacts / "report.json").read_text())
     assert report["vms"]["vm1"]["exit"]["panic"].startswith("Kernel panic - not syncing")
     assert report["steps"][1]["ok"] is False and len(report["steps"]) == 2
+
+
+@pytest.mark.slow
+def test_host_vm_killed_is_named_as_the_cause(tmp_path):
+    proc, artifacts = _start(tmp_path, "kill-host-vm.yaml")
+    _wait_for("the sleep step", lambda: {"index": 3, "action": "sleep", "event": "start"}.items() <=
+              (_steps(artifacts)[-1:] or [{}])[-1].items(), proc, timeout=300)
+    took, err = _kill_and_time(proc, _qemu_pid(artifacts, "host"))
+    assert proc.returncode == 1, err
+    assert took < 10, f"the testbed took {took:.1f}s to report the death"
+    # the host VM, not its guest, is named: its death explains the guest's
+    assert "host: QEMU exited (signal 9, SIGKILL) during step 3 (sleep)" in err
+    report = json.loads((artifacts / "report.json").read_text())
+    assert report["topology"]["exit"]["signal"] == "SIGKILL"
+    assert report["vms"]["vm1"]["shutdowns"][0]["how"] == "went-with-the-host-vm"
+    assert run_leftovers(artifacts) == []
