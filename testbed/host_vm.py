@@ -161,9 +161,11 @@ class VmHost(Host):
             raise TestbedError("the host VM is not up")
         self.take_vfs(plan, [p.pair.name for p in plan.pairs if p.primary is not None
                              and not p.primary.backend and p.pair.name not in absent_primaries])
-        return NestedMachine(with_host_devices(plan, self.vfs), self._guest_image, self.netns, artifacts_dir,
-                             self._clock, self.shell, self.machine.alive, self.nested_accel, incoming=incoming,
-                             absent_primaries=absent_primaries)
+        machine = NestedMachine(with_host_devices(plan, self.vfs), self._guest_image, self.netns, artifacts_dir,
+                                self._clock, self.shell, self.machine.alive, self.nested_accel, incoming=incoming,
+                                absent_primaries=absent_primaries)
+        machine.depends_on = self.machine
+        return machine
 
     def run(self, argv: list[str]) -> str:
         return self._sh(argv)

@@ -71,6 +71,7 @@ class QemuMachine:
         # Whether the run's watch treats an exit as a death (see testbed.machine_watch).
         self.watched = False
         self.shutdown_record: dict[str, object] | None = None
+        self.depends_on: QemuMachine | None = None  # a nested guest's host VM (see machine_watch)
 
     @property
     def name(self) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import re
 import signal
+import time
 from contextvars import ContextVar
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -24,6 +25,8 @@ PANIC_RE = re.compile(r"Kernel panic - not syncing:.*|BUG: kernel NULL pointer d
 class WatchedMachine(Protocol):
     name: str
     watched: bool
+    # The machine whose death takes this one with it (a nested guest's host VM), or None.
+    depends_on: "WatchedMachine | None"
 
     def alive(self) -> bool: ...
     def exit_status(self) -> int | None: ...
@@ -70,6 +73,24 @@ def read_exit(machine: WatchedMachine) -> MachineExit:
                        guest_shutdown=machine.guest_shutdown_reason(), stderr_tail=machine.stderr_tail(5))
 
 
+# How long a guest's death waits for its host VM's to show: a nested guest's QMP session drops the
+# moment the host VM resets, a little before the host VM's own QEMU has exited.
+HOST_DEATH_GRACE_S = 3.0
+
+
+def _culprit(machine: WatchedMachine) -> WatchedMachine:
+    """The machine to name for a death: the host VM when it died too (its death explains the guest's)."""
+    host = machine.depends_on
+    if host is None:
+        return machine
+    deadline = time.monotonic() + HOST_DEATH_GRACE_S
+    while host.alive():
+        if time.monotonic() > deadline:
+            return machine
+        time.sleep(0.05)
+    return host
+
+
 class MachineDied(TestbedError):
     """A VM's QEMU exited while the run still needed it."""
 
@@ -95,7 +116,7 @@ class RunWatch:
             return self.exits[0]
         for machine in self._machines:
             if machine.watched and not machine.alive():
-                self.exits.append(read_exit(machine))
+                self.exits.append(read_exit(_culprit(machine)))
                 return self.exits[0]
         return None
 

@@ -1,0 +1,63 @@
+"""The run's watch names the machine whose death explains the others: a nested guest's host VM."""
+
+import time
+from dataclasses import dataclass
+
+from testbed.machine_watch import RunWatch
+
+
+@dataclass(eq=False)
+class FakeMachine:
+    name: str
+    dead_after: float | None = None  # seconds from now; None: never dies
+    depends_on: "FakeMachine | None" = None
+    watched: bool = True
+
+    def __post_init__(self):
+        self._born = time.monotonic()
+
+    def alive(self) -> bool:
+        return self.dead_after is None or time.monotonic() - self._born < self.dead_after
+
+    def exit_status(self):
+        return None if self.alive() else 1
+
+    def serial_text(self) -> str:
+        return ""
+
+    def stderr_tail(self, lines: int = 20) -> str:
+        return ""
+
+    def guest_shutdown_reason(self):
+        return "guest-reset" if self.name == "host" and not self.alive() else None
+
+
+def test_a_guest_whose_host_vm_dies_just_after_it_is_blamed_on_the_host_vm():
+    host = FakeMachine("host", dead_after=0.3)
+    guest = FakeMachine("vm1", dead_after=0.0, depends_on=host)
+    watch = RunWatch()
+    watch.add(guest)  # even when the guest is looked at first
+    watch.add(host)
+    exit = watch.dead()
+    assert exit is not None and exit.vm == "host"
+
+
+def test_a_guest_that_dies_alone_is_named_itself():
+    host = FakeMachine("host")
+    guest = FakeMachine("vm1", dead_after=0.0, depends_on=host)
+    watch = RunWatch()
+    watch.add(host)
+    watch.add(guest)
+    started = time.monotonic()
+    exit = watch.dead()
+    assert exit is not None and exit.vm == "vm1"
+    assert time.monotonic() - started < 5  # the grace for the host VM is bounded
+
+
+def test_a_plain_guest_is_named_at_once():
+    guest = FakeMachine("vm1", dead_after=0.0)
+    watch = RunWatch()
+    watch.add(guest)
+    started = time.monotonic()
+    assert watch.dead().vm == "vm1"
+    assert time.monotonic() - started < 0.5
