@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from testbed.leftovers import qemu_processes, run_leftovers
+from testbed.pytest_plugin import nested_reset_rerun
 
 REPO = Path(__file__).parent.parent
 FAULTS = Path(__file__).parent / "faults"
@@ -100,8 +101,11 @@ def test_guest_kernel_panic_is_named_as_one(tmp_path):
 
 
 @pytest.mark.slow
+@nested_reset_rerun()
 def test_host_vm_killed_is_named_as_the_cause(tmp_path):
-    proc, artifacts = _start(tmp_path, "kill-host-vm.yaml")
+    attempt = tmp_path / f"attempt-{len(list(tmp_path.glob('attempt-*'))) + 1}"  # a rerun keeps the first
+    attempt.mkdir()
+    proc, artifacts = _start(attempt, "kill-host-vm.yaml")
     _wait_for("the sleep step", lambda: {"index": 3, "action": "sleep", "event": "start"}.items() <=
               (_steps(artifacts)[-1:] or [{}])[-1].items(), proc, timeout=300)
     took, err = _kill_and_time(proc, _qemu_pid(artifacts, "host"))
