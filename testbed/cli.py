@@ -114,6 +114,24 @@ def _log_to(console: Console, quiet: bool = False) -> None:
     logging.getLogger("paramiko").setLevel(logging.CRITICAL)
 
 
+def cmd_snapshots(args: argparse.Namespace, console: Console) -> int:
+    from testbed.snapshots import SnapshotCache
+    cache = SnapshotCache()
+    if args.snapshots_command == "clear":
+        console.print(f"removed {cache.clear()} snapshot(s) from {cache.root}")
+        return 0
+    entries = cache.entries()
+    for snap in entries:
+        meta = snap.meta()
+        console.print(f"{snap.key}  {snap.size_bytes() / 2**20:8.1f} MiB  last used "
+                      f"{time.strftime('%Y-%m-%d %H:%M', time.localtime(snap.last_used()))}  "
+                      f"{meta.get('scenario', '?')}/{meta.get('vm', '?')}  {meta.get('accel', '?')}", highlight=False)
+    total = sum(s.size_bytes() for s in entries)
+    console.print(f"{len(entries)} snapshot(s), {total / 2**20:.1f} MiB of {cache.limit_bytes >> 20} MiB, in {cache.root}",
+                  highlight=False)
+    return 0
+
+
 def cmd_images(args: argparse.Namespace, console: Console) -> int:
     started = time.monotonic()
     _log_to(console)
@@ -180,6 +198,10 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--kernel")
     build.add_argument("--modules")
     build.set_defaults(func=cmd_images)
+    snaps = sub.add_parser("snapshots", help="the cache of post-boot guest states (boot step `snapshot:`)")
+    snaps_sub = snaps.add_subparsers(dest="snapshots_command", required=True)
+    snaps_sub.add_parser("list", help="key, size, last use, scenario/VM of each snapshot").set_defaults(func=cmd_snapshots)
+    snaps_sub.add_parser("clear", help="remove every snapshot").set_defaults(func=cmd_snapshots)
     bench = sub.add_parser("bench", help="measure image build, boot, scenario time and memory")
     bench.add_argument("scenario", type=Path, nargs="?", default=Path("scenarios/standby-pci.yaml"))
     bench.add_argument("--runs", type=int, default=3)

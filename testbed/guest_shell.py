@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import shlex
 import socket
 import time
@@ -17,6 +18,9 @@ from testbed.netns import NetworkNamespace
 
 class GuestSessionLost(TestbedError):
     """The SSH session to a guest broke while a command ran."""
+
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -85,7 +89,10 @@ class GuestShell:
         command = argv if isinstance(argv, str) else shlex.join(argv)
         timeout *= self.slowdown
         try:
-            _, out, err = self._client.exec_command(command, timeout=timeout)
+            chan = self._open_channel(timeout)
+            chan.settimeout(timeout)
+            chan.exec_command(command)  # what SSHClient.exec_command does, once the channel is open
+            out, err = chan.makefile("r"), chan.makefile_stderr("r")
             stdout = out.read().decode(errors="replace")
             stderr = err.read().decode(errors="replace")
             status = out.channel.recv_exit_status()
@@ -103,6 +110,24 @@ class GuestShell:
         if check and status != 0:
             raise TestbedError(f"{self.vm}: {command!r} exited {status}: {stderr.strip() or stdout.strip()}")
         return result
+
+    def _open_channel(self, timeout: float) -> paramiko.Channel:
+        """A session whose server stopped opening channels (seen once under load, right after a
+        migration: "Timeout opening channel") gets one new connection. Nothing ran on the channel
+        that failed to open, so nothing runs twice."""
+        assert self._client is not None
+        try:
+            transport = self._client.get_transport()
+            if transport is None or not transport.is_active():
+                raise paramiko.SSHException("SSH session not active")
+            return transport.open_session(timeout=timeout)
+        except (paramiko.SSHException, EOFError, OSError) as e:
+            logger.warning("%s: SSH session did not open a channel (%s); connecting again", self.vm, e)
+            self._client.close()
+            self._client = self._open(min(timeout, 20.0))
+            transport = self._client.get_transport()
+            assert transport is not None
+            return transport.open_session(timeout=timeout)
 
     def close(self) -> None:
         if self._client is not None:

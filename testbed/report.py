@@ -34,7 +34,7 @@ class HostInfo(BaseModel):
 
 class VmReport(BaseModel):
     netdevs: list[dict[str, Any]] = []
-    boot: dict[str, float] = {}
+    boot: dict[str, Any] = {}  # timings in s, and how it started (cold or restored, see warm_boot)
     artifacts: dict[str, str] = {}
     # Set when the VM's QEMU ended while the run still needed it: returncode, signal, the guest's
     # panic line, QEMU's SHUTDOWN reason (testbed.machine_watch.MachineExit).

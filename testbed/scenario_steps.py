@@ -58,6 +58,10 @@ class BootStep(StepBase):
     action: Literal["boot"]
     vms: list[str] | None = Field(None, min_length=1, max_length=8)  # None: all of them
     wait_for_pairs: bool = True
+    # never: boot cold. auto: resume from a cached post-boot state when nothing in the scenario
+    # looks at the boot itself (testbed.warm_boot.cold_reasons), else boot cold and say why.
+    # required: like auto, but a VM that cannot run from a snapshot fails the step.
+    snapshot: Literal["never", "auto", "required"] = "never"
 
     @field_validator("vms")
     @classmethod

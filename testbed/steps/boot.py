@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import logging
+import shutil
+from pathlib import Path
 from typing import Any
 
+from testbed import warm_boot
 from testbed.errors import StepFailed, TestbedError
 from testbed.guest_shell import GuestShell
 from testbed.run_context import RunContext
@@ -16,41 +19,116 @@ from testbed.waiting import wait_until
 logger = logging.getLogger(__name__)
 
 
+def _connect(ctx: RunContext, name: str, step: BootStep, marker: bool) -> dict[str, Any]:
+    """SSH into a started VM; its seconds since launch, and where its clock sits on the run's."""
+    machine = ctx.machine(name)
+    if name in ctx.shells:
+        ctx.shells.pop(name).close()
+    shell = GuestShell(name, ctx.netns, machine.plan.ssh_port, ctx.image.ssh_key, machine.slowdown)
+    ctx.shells[name] = shell
+    try:
+        if marker:  # a restored guest printed its marker in the run that saved it
+            machine.wait_for_console("testbed: ssh up", ctx.timeout(step.timeout_s))
+        shell.connect(ctx.timeout(step.timeout_s), alive=machine.alive)
+    except TestbedError as e:
+        raise StepFailed(f"{e}\n{machine.stderr_tail()}") from e
+    timings = {"ssh_ready_s": round(ctx.clock.now() - (machine.launched_at or 0), 3)}
+    # Places the guest's dmesg timestamps on the run clock (to a few ms: half an SSH round trip).
+    before = ctx.clock.now()
+    uptime = float(shell.run(["cat", "/proc/uptime"]).stdout.split()[0])
+    timings["guest_clock_offset_s"] = round((before + ctx.clock.now()) / 2 - uptime, 3)
+    return timings
+
+
+def _pairs_ready(ctx: RunContext, name: str, step: BootStep, timings: dict[str, Any]) -> None:
+    if step.wait_for_pairs:
+        # settle: a boot is done when udev has renamed every NIC, not merely when the pairs
+        # showed up once under names that are about to change.
+        check = pairs_check(ctx, name, None, None, settle=True)
+        wait_until(check, ctx.timeout(step.timeout_s), f"{name}'s failover pairs to settle")
+        timings["pairs_ready_s"] = round(ctx.clock.now() - (ctx.machine(name).launched_at or 0), 3)
+        ctx.report.vms[name].netdevs = [n.as_dict() for n in check.last]
+
+
+def _resume(ctx: RunContext, name: str, step: BootStep, state: Path, label: str) -> dict[str, Any]:
+    """Restores the VM from state and checks it as a boot would: SSH, then the pairs."""
+    warm_boot.restore(ctx, name, state, label)
+    timings = _connect(ctx, name, step, marker=False)
+    warm_boot.settle_restored(ctx, name)
+    _pairs_ready(ctx, name, step, timings)
+    return timings
+
+
+def _try_cached(ctx: RunContext, name: str, step: BootStep, warm: warm_boot.WarmStart) -> dict[str, Any] | None:
+    snap = warm_boot.cache().get(warm.key) if warm.wants_snapshot() and warm.key else None
+    if snap is None:
+        return None
+    try:
+        timings = _resume(ctx, name, step, snap.state, name)
+    except (TestbedError, StepFailed) as e:
+        if step.snapshot == "required":
+            raise StepFailed(f"{name}: restoring snapshot {warm.key} failed: {e}") from e
+        logger.warning("%s: restoring snapshot %s failed, booting cold: %s", name, warm.key, e)
+        warm.fallback = f"restoring {warm.key} failed: {e}"
+        warm_boot.cache().drop(warm.key, str(e).splitlines()[0])
+        failed = ctx.machines.pop(name)
+        ctx.retire(failed)
+        if name in ctx.shells:
+            ctx.shells.pop(name).close()
+        failed.artifacts.directory.rename(failed.artifacts.directory.with_name(f"{name}-restore-failed"))
+        return None
+    snap.touch()
+    warm.restored_from, warm.restore_s = warm.key, timings.get("pairs_ready_s", timings["ssh_ready_s"])
+    return timings
+
+
+def _save_and_resume(ctx: RunContext, name: str, step: BootStep, warm: warm_boot.WarmStart) -> dict[str, Any]:
+    """After a cold boot: saves the state, and goes on from a restore of it, as every later run will."""
+    assert warm.key is not None
+    scratch = warm_boot.cache().scratch(warm.key)
+    source = ctx.machine(name)
+    try:
+        warm.saved_s = warm_boot.save(source, scratch / "state")
+        ctx.shells.pop(name).close()
+        ctx.retire(source)  # its taps and ports go to the restored QEMU
+        timings = _resume(ctx, name, step, scratch / "state", f"{name}-restored")
+    except (TestbedError, StepFailed) as e:
+        shutil.rmtree(scratch, ignore_errors=True)
+        raise StepFailed(f"{name}: saving the booted state and going on from it failed: {e}") from e
+    warm.restored_from, warm.restore_s = "this run's own save", timings.get("pairs_ready_s")
+    warm_boot.publish(warm, scratch, name, ctx)
+    return timings
+
+
 @handles(BootStep)
 def boot(ctx: RunContext, step: BootStep) -> dict[str, Any]:
     names = step.vms or [vm.name for vm in ctx.scenario.vms]
+    warm: dict[str, warm_boot.WarmStart] = {}
+    restored: dict[str, dict[str, Any]] = {}
     for name in names:
         if name in ctx.machines:
             raise StepFailed(f"{name} is already running")
-        ctx.start_machine(name)
+        warm[name] = warm_boot.plan_start(ctx, name, step)
+        if (timings := _try_cached(ctx, name, step, warm[name])) is not None:
+            restored[name] = timings
+        else:
+            ctx.start_machine(name)
     details: dict[str, Any] = {}
     for name in names:
-        machine = ctx.machine(name)
-        shell = GuestShell(name, ctx.netns, machine.plan.ssh_port, ctx.image.ssh_key, machine.slowdown)
-        ctx.shells[name] = shell
-        try:
-            machine.wait_for_console("testbed: ssh up", ctx.timeout(step.timeout_s))
-            shell.connect(ctx.timeout(step.timeout_s), alive=machine.alive)
-        except TestbedError as e:
-            raise StepFailed(f"{e}\n{machine.stderr_tail()}") from e
-        ssh_ready = ctx.clock.now() - (machine.launched_at or 0)
-        timings = {"ssh_ready_s": round(ssh_ready, 3)}
-        # Places the guest's dmesg timestamps on the run clock (to a few ms: half an SSH round trip).
-        before = ctx.clock.now()
-        uptime = float(shell.run(["cat", "/proc/uptime"]).stdout.split()[0])
-        timings["guest_clock_offset_s"] = round((before + ctx.clock.now()) / 2 - uptime, 3)
-        if step.wait_for_pairs:
-            # settle: a boot is done when udev has renamed every NIC, not merely when the pairs
-            # showed up once under names that are about to change.
-            check = pairs_check(ctx, name, None, None, settle=True)
-            wait_until(check, ctx.timeout(step.timeout_s), f"{name}'s failover pairs to settle")
-            timings["pairs_ready_s"] = round(ctx.clock.now() - (machine.launched_at or 0), 3)
-            ctx.report.vms[name].netdevs = [n.as_dict() for n in check.last]
+        timings = restored.get(name)
+        if timings is None:
+            timings = _connect(ctx, name, step, marker=True)
+            _pairs_ready(ctx, name, step, timings)
+            if warm[name].wants_snapshot():
+                cold = dict(timings)
+                timings = _save_and_resume(ctx, name, step, warm[name])
+                timings["cold_boot"] = cold
+        timings.update(warm[name].report())
         ctx.report.vms[name].boot = timings
         details[name] = timings
         pairs = timings.get("pairs_ready_s")
-        logger.info("%s: SSH after %ss, %s", name, timings["ssh_ready_s"],
-                    "pairs not waited for" if pairs is None else f"pairs after {pairs}s")
+        logger.info("%s: %s, SSH after %ss, %s", name, "restored" if warm[name].restored_from else "cold",
+                    timings["ssh_ready_s"], "pairs not waited for" if pairs is None else f"pairs after {pairs}s")
     return details
 
 

@@ -1,0 +1,166 @@
+"""The cache of post-boot guest states (QEMU's migration stream to a file, `mapped-ram` format), keyed
+by everything that shapes a booted guest, bounded in size and evicted least recently used first.
+
+Layout, next to the image cache: <cache>/snapshots/<key>/{state,meta.json}. A snapshot appears in one
+rename of a finished directory, so a reader never sees a half-written one, and two writers (pytest-xdist
+workers) never write the same path: each writes its own temporary directory, and the second rename
+finds the key taken and drops its copy."""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from testbed.cache import cache_root
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_LIMIT_MIB = 4096
+LIMIT_ENV = "TESTBED_SNAPSHOT_CACHE_MIB"
+STATE, META = "state", "meta.json"
+
+
+def snapshot_root() -> Path:
+    """Next to the image cache, or TESTBED_SNAPSHOT_DIR (a CI cache step can keep either)."""
+    override = os.environ.get("TESTBED_SNAPSHOT_DIR")
+    path = Path(override) if override else cache_root() / "snapshots"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def cache_limit_bytes(flag_mib: int | None = None) -> int:
+    mib = flag_mib if flag_mib is not None else int(os.environ.get(LIMIT_ENV, DEFAULT_LIMIT_MIB))
+    return max(0, mib) * 1024 * 1024
+
+
+def normalised_argv(argv: list[str], run_paths: dict[str, str]) -> list[str]:
+    """The argv with the run's own paths (artifacts, sockets, fds) replaced by placeholders, so that
+    two runs of the same VM give the same key."""
+    out = []
+    for arg in argv:
+        for path, placeholder in sorted(run_paths.items(), key=lambda kv: -len(kv[0])):
+            arg = arg.replace(path, placeholder)
+        out.append(re.sub(r"fd=\d+", "fd=N", arg))
+    return out
+
+
+def snapshot_key(image_key: str, qemu_version: str, qemu_path: str, argv: list[str], accel: str) -> str:
+    """Everything that shapes the booted guest: the image, the QEMU binary (version and build), the
+    device set and properties and the kernel command line (both in the argv), and the accelerator."""
+    st = Path(qemu_path).stat()
+    h = hashlib.sha256()
+    for part in (image_key, qemu_version, f"{qemu_path}:{st.st_size}:{st.st_mtime_ns}", accel, *argv):
+        h.update(part.encode() + b"\0")
+    return h.hexdigest()[:20]
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    key: str
+    directory: Path
+
+    @property
+    def state(self) -> Path:
+        return self.directory / STATE
+
+    def meta(self) -> dict:
+        try:
+            return json.loads((self.directory / META).read_text())
+        except (OSError, ValueError):
+            return {}
+
+    def size_bytes(self) -> int:
+        # mapped-ram files are sparse: count what the disk holds
+        return sum(p.stat().st_blocks * 512 for p in self.directory.iterdir() if p.is_file())
+
+    def last_used(self) -> float:
+        try:
+            return (self.directory / META).stat().st_mtime
+        except OSError:
+            return 0.0
+
+    def touch(self) -> None:
+        os.utime(self.directory / META)
+
+
+class SnapshotCache:
+    def __init__(self, root: Path | None = None, limit_bytes: int | None = None):
+        self.root = root or snapshot_root()
+        self.limit_bytes = cache_limit_bytes() if limit_bytes is None else limit_bytes
+
+    def get(self, key: str) -> Snapshot | None:
+        snap = Snapshot(key, self.root / key)
+        return snap if snap.state.exists() and (snap.directory / META).exists() else None
+
+    def entries(self) -> list[Snapshot]:
+        return sorted((Snapshot(p.name, p) for p in self.root.iterdir()
+                       if p.is_dir() and not p.name.startswith(".") and (p / META).exists()),
+                      key=lambda s: s.last_used(), reverse=True)
+
+    def scratch(self, key: str) -> Path:
+        """A private directory to save into, on the cache's filesystem (so that publish is a rename)."""
+        path = self.root / f".tmp-{key}-{os.getpid()}-{time.monotonic_ns()}"
+        path.mkdir()
+        return path
+
+    def publish(self, key: str, scratch: Path, meta: dict) -> Snapshot | None:
+        """Moves a verified snapshot into place, then evicts the least recently used ones over the limit."""
+        (scratch / META).write_text(json.dumps(meta, indent=2) + "\n")
+        target = self.root / key
+        with self._lock():
+            try:
+                os.rename(scratch, target)
+            except OSError:  # another run published the same key first
+                shutil.rmtree(scratch, ignore_errors=True)
+                return self.get(key)
+            self._evict(keep=key)
+        return Snapshot(key, target)
+
+    def drop(self, key: str, why: str) -> None:
+        logger.warning("snapshot %s removed: %s", key, why)
+        with self._lock():
+            shutil.rmtree(self.root / key, ignore_errors=True)
+
+    def clear(self) -> int:
+        with self._lock():
+            entries = [p for p in self.root.iterdir() if p.is_dir()]
+            for p in entries:
+                shutil.rmtree(p, ignore_errors=True)
+        return len(entries)
+
+    def _evict(self, keep: str) -> None:
+        entries = self.entries()
+        total = sum(s.size_bytes() for s in entries)
+        for snap in reversed(entries):  # least recently used first
+            if total <= self.limit_bytes:
+                break
+            if snap.key == keep:
+                continue
+            total -= snap.size_bytes()
+            logger.info("snapshot cache over %d MiB: evicting %s", self.limit_bytes >> 20, snap.key)
+            shutil.rmtree(snap.directory, ignore_errors=True)
+
+    def _lock(self):
+        return _FileLock(self.root / ".lock")
+
+
+class _FileLock:
+    def __init__(self, path: Path):
+        self.path = path
+
+    def __enter__(self) -> "_FileLock":
+        self.fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o644)
+        fcntl.flock(self.fd, fcntl.LOCK_EX)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        fcntl.flock(self.fd, fcntl.LOCK_UN)
+        os.close(self.fd)

@@ -1,0 +1,179 @@
+"""Warm start: a VM resumes from a cached post-boot state instead of booting.
+
+Mechanism: QEMU's migration to a file with the `mapped-ram` capability (QEMU 9.0+): each RAM page
+has a fixed offset, so the file is as large as the guest's RAM at most (sparse, zero pages are
+holes), saving needs no second QEMU, and restoring reads the pages straight into place (`-incoming
+defer`, `migrate-incoming file:`). `savevm` would need a qcow2 disk the guests do not have, and a
+plain stream to a file would be read serially.
+
+Saving is a migration, so QEMU runs failover's automatic unplug: a `pci` primary leaves the guest
+before the save and QEMU plugs it back after the restore, once the restored guest's STANDBY is
+seen (FAILOVER_NEGOTIATED). So that a run that saved and a run that restores see the same guest, a
+run that boots cold and saves goes on from its own restored state too. What differs from a guest
+that never was saved (the primary's hot-plug after the restore) is written in the report."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from testbed.errors import StepFailed, TestbedError
+from testbed.qemu_argv import LaunchFiles, build_argv
+from testbed.scenario import BootStep, CheckDeviceStep
+from testbed.snapshots import Snapshot, SnapshotCache, normalised_argv, snapshot_key
+
+if TYPE_CHECKING:
+    from testbed.machine import QemuMachine
+    from testbed.run_context import RunContext
+
+logger = logging.getLogger(__name__)
+
+MAPPED_RAM_SINCE = (9, 0)
+SAVE_TIMEOUT_S = 120
+DIFFERENCE = ("QEMU unplugged the pci primaries for the save and plugged them back after the restore "
+              "(FAILOVER_NEGOTIATED on the restored QEMU); the guest's clock was set and its neighbour "
+              "table flushed")
+
+
+def cold_reasons(ctx: "RunContext", name: str, step: BootStep) -> list[str]:
+    """Why this VM must boot cold under `snapshot: auto`: what a later step (or the scenario) would see
+    of the boot itself, or what a save and restore cannot carry."""
+    reasons = []
+    if ctx.scenario.host.kind.value != "namespace":
+        reasons.append("guests in a host VM are not snapshotted yet")
+    if tuple(ctx.qemu.version[:2]) < MAPPED_RAM_SINCE:
+        reasons.append(f"QEMU {ctx.qemu.version_text} has no mapped-ram (9.0+)")
+    vm = next(v for v in ctx.scenario.vms if v.name == name)
+    for pair in vm.pairs:
+        if pair.primary is not None and pair.primary.kind.value == "igb-vf":
+            reasons.append(f"pair {pair.name}: an igb-vf primary (QEMU's igbvf has no migration state)")
+        if not pair.standby.failover or pair.standby.legacy_virtio:
+            reasons.append(f"pair {pair.name}: the standby never negotiates STANDBY (boot-time behaviour)")
+        if pair.standby.link != "up":
+            reasons.append(f"pair {pair.name}: the standby starts with its link down")
+    if not step.wait_for_pairs:
+        reasons.append("the boot step does not wait for the pairs (the state before they are whole)")
+    for i, later in enumerate(ctx.scenario.steps):
+        if isinstance(later, CheckDeviceStep) and later.vm == name:
+            reasons.append(f"steps[{i}] (check-primary-device) looks at the primary's hot-plug at boot")
+    return reasons
+
+
+@dataclass
+class WarmStart:
+    """One VM's way through the boot step, for the report."""
+    mode: str                          # the boot step's `snapshot`
+    key: str | None = None
+    reasons: list[str] = field(default_factory=list)
+    restored_from: str | None = None
+    restore_s: float | None = None
+    saved_s: float | None = None
+    fallback: str | None = None        # why a restore was abandoned for a cold boot
+
+    def wants_snapshot(self) -> bool:
+        return self.mode != "never" and not self.reasons
+
+    def report(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"start": "restored" if self.restored_from else "cold", "snapshot_mode": self.mode}
+        if self.key:
+            out["snapshot_key"] = self.key
+        if self.restored_from:
+            out["restored_from"] = self.restored_from
+            out["restore_s"] = self.restore_s
+            out["differs_from_cold"] = DIFFERENCE
+        if self.saved_s is not None:
+            out["saved_s"] = self.saved_s
+        if self.reasons:
+            out["cold_because"] = self.reasons
+        if self.fallback:
+            out["fallback"] = self.fallback
+        return out
+
+
+def plan_start(ctx: "RunContext", name: str, step: BootStep) -> WarmStart:
+    warm = WarmStart(step.snapshot)
+    if step.snapshot == "never":
+        return warm
+    warm.reasons = cold_reasons(ctx, name, step)
+    if warm.reasons and step.snapshot == "required":
+        raise StepFailed(f"{name}: snapshot: required, but it must boot cold: {'; '.join(warm.reasons)}")
+    if not warm.reasons:
+        warm.key = key_for(ctx, name)
+    return warm
+
+
+def key_for(ctx: "RunContext", name: str) -> str:
+    """The VM's cold-boot argv, with placeholders where a run's own paths go."""
+    files = LaunchFiles(ctx.image.kernel, ctx.image.initrd, Path("<artifacts>/serial.log"), 3,
+                        serial_socket=Path("<sockets>/console"), qmp_socket=Path("<sockets>/qmp"))
+    argv = normalised_argv(build_argv(ctx.qemu.path, ctx.plans[name].on_slot(0), files, ctx.accel), {})
+    return snapshot_key(ctx.image.directory.name, ctx.qemu.version_text, ctx.qemu.path, argv, ctx.accel)
+
+
+def _set_capabilities(machine: "QemuMachine") -> None:
+    machine.qmp.execute("migrate-set-capabilities", {"capabilities": [
+        {"capability": "events", "state": True}, {"capability": "mapped-ram", "state": True}]})
+
+
+def _wait_migration(machine: "QemuMachine", since: int, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    seen = []
+    while True:
+        hit = machine.events.next({"MIGRATION"}, since, max(0.0, deadline - time.monotonic()))
+        if hit is None:
+            raise TestbedError(f"{machine.name}: {what} did not finish in {timeout:.0f}s; statuses {seen}")
+        since = hit[0] + 1
+        status = hit[1].data.get("status")
+        seen.append(status)
+        if status == "completed":
+            return
+        if status in ("failed", "cancelled"):
+            info = machine.qmp.execute("query-migrate")
+            raise TestbedError(f"{machine.name}: {what} {status}: {info.get('error-desc', 'no error text')}")
+
+
+def save(machine: "QemuMachine", path: Path) -> float:
+    """Saves the running VM's state to path; the VM is left paused (postmigrate)."""
+    started = time.monotonic()
+    _set_capabilities(machine)
+    cursor = machine.events.cursor()
+    machine.qmp.execute("migrate", {"uri": f"file:{path}"})
+    _wait_migration(machine, cursor, SAVE_TIMEOUT_S, f"saving to {path}")
+    return round(time.monotonic() - started, 3)
+
+
+def restore(ctx: "RunContext", name: str, state: Path, label: str) -> "QemuMachine":
+    """A new QEMU for the VM, loaded from state and running; the run's machine from now on."""
+    machine = ctx.new_machine(name, 0, incoming=True, label=label)
+    ctx.machines[name] = machine
+    machine.launch()
+    _set_capabilities(machine)
+    cursor = machine.events.cursor()
+    machine.qmp.execute("migrate-incoming", {"uri": f"file:{state}"})
+    _wait_migration(machine, cursor, ctx.timeout(60), f"restoring from {state}")
+    machine.watched = True
+    if machine.qmp.execute("query-status").get("status") != "running":
+        machine.cont()
+    return machine
+
+
+def settle_restored(ctx: "RunContext", name: str) -> None:
+    """What a restore leaves stale in the guest: its wall clock stopped at the save, and neighbour
+    entries for the previous run's peer (a new namespace, new MACs)."""
+    ctx.shell(name).run(["sh", "-c", 'date -s "@$1" >/dev/null && ip neigh flush all', "sh",
+                         str(int(time.time()))], timeout=20)
+
+
+def cache() -> SnapshotCache:
+    return SnapshotCache()
+
+
+def publish(warm: WarmStart, scratch: Path, name: str, ctx: "RunContext") -> Snapshot | None:
+    assert warm.key is not None
+    return cache().publish(warm.key, scratch, {"key": warm.key, "vm": name, "scenario": ctx.scenario.name,
+                                              "image": ctx.image.directory.name, "qemu": ctx.qemu.version_text,
+                                              "accel": ctx.accel, "saved_s": warm.saved_s,
+                                              "created": time.time()})

@@ -1,0 +1,64 @@
+"""The snapshot cache: keys that change with what shapes a booted guest, publication by rename,
+least-recently-used eviction under a size limit, and concurrent writers."""
+
+import os
+import time
+from pathlib import Path
+
+from testbed.snapshots import SnapshotCache, normalised_argv, snapshot_key
+
+QEMU = "/usr/bin/qemu-system-x86_64"
+ARGV = ["qemu", "-m", "512M", "-device", "virtio-net-pci,failover=on", "-append", "console=ttyS0"]
+
+
+def test_the_key_changes_with_each_part_and_not_with_run_paths():
+    base = snapshot_key("img1", "QEMU 10.0.2", QEMU, ARGV, "tcg")
+    assert snapshot_key("img1", "QEMU 10.0.2", QEMU, list(ARGV), "tcg") == base
+    assert snapshot_key("img2", "QEMU 10.0.2", QEMU, ARGV, "tcg") != base
+    assert snapshot_key("img1", "QEMU 10.1.0", QEMU, ARGV, "tcg") != base
+    assert snapshot_key("img1", "QEMU 10.0.2", QEMU, ARGV, "kvm") != base
+    assert snapshot_key("img1", "QEMU 10.0.2", QEMU, ARGV[:-1] + ["console=ttyS0 quiet"], "tcg") != base
+    assert snapshot_key("img1", "QEMU 10.0.2", QEMU, ARGV + ["-device", "e1000e"], "tcg") != base
+    run_a = normalised_argv(["-chardev", "socket,fd=7", "/tmp/run-a/vm1/serial.log"], {"/tmp/run-a": "<a>"})
+    run_b = normalised_argv(["-chardev", "socket,fd=9", "/tmp/run-b/vm1/serial.log"], {"/tmp/run-b": "<a>"})
+    assert run_a == run_b
+
+
+def _publish(cache: SnapshotCache, key: str, mib: int) -> None:
+    scratch = cache.scratch(key)
+    with (scratch / "state").open("wb") as f:
+        f.write(os.urandom(mib << 20))  # real blocks: the cache counts what the disk holds
+    cache.publish(key, scratch, {"key": key})
+
+
+def test_publish_is_a_rename_and_the_least_recently_used_go_first(tmp_path: Path):
+    cache = SnapshotCache(tmp_path, limit_bytes=(3 << 20) + (1 << 19))  # three, and their meta files
+    for key in ("a", "b", "c"):
+        _publish(cache, key, 1)
+        time.sleep(0.02)
+    cache.get("a").touch()  # a was restored: now b is the least recently used
+    time.sleep(0.02)
+    _publish(cache, "d", 1)
+    assert sorted(s.key for s in cache.entries()) == ["a", "c", "d"]
+    assert not any(p.name.startswith(".tmp-") for p in tmp_path.iterdir())
+
+
+def test_a_second_writer_of_the_same_key_keeps_the_first(tmp_path: Path):
+    cache = SnapshotCache(tmp_path, limit_bytes=100 << 20)
+    first, second = cache.scratch("k"), cache.scratch("k")
+    assert first != second  # two workers never write the same path
+    (first / "state").write_bytes(b"first")
+    (second / "state").write_bytes(b"second")
+    cache.publish("k", first, {"key": "k"})
+    kept = cache.publish("k", second, {"key": "k"})
+    assert kept is not None and kept.state.read_bytes() == b"first"
+    assert not second.exists()
+
+
+def test_clear_and_drop(tmp_path: Path):
+    cache = SnapshotCache(tmp_path, limit_bytes=100 << 20)
+    _publish(cache, "x", 1)
+    _publish(cache, "y", 1)
+    cache.drop("x", "test")
+    assert [s.key for s in cache.entries()] == ["y"]
+    assert cache.clear() == 1 and cache.entries() == []
