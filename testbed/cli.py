@@ -117,6 +117,7 @@ def _log_to(console: Console, quiet: bool = False) -> None:
 def cmd_snapshots(args: argparse.Namespace, console: Console) -> int:
     from testbed.snapshots import SnapshotCache
     cache = SnapshotCache()
+    console = Console(highlight=False)  # a listing goes to stdout, for scripts
     if args.snapshots_command == "clear":
         console.print(f"removed {cache.clear()} snapshot(s) from {cache.root}")
         return 0

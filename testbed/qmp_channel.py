@@ -31,9 +31,10 @@ class QmpCommandError(TestbedError):
     or None when the connection itself failed."""
 
     def __init__(self, vm: str, cmd: str, args: dict[str, Any] | None, error_class: str | None, desc: str):
-        self.vm, self.cmd, self.args, self.error_class, self.desc = vm, cmd, args, error_class, desc
         kind = f" ({error_class})" if error_class else ""
         super().__init__(f"{vm}: QMP {cmd} {json.dumps(args or {})} failed{kind}: {desc}")
+        # not `args`: BaseException.args is the message tuple, and None would not fit it
+        self.vm, self.cmd, self.arguments, self.error_class, self.desc = vm, cmd, args, error_class, desc
 
 
 class _LoopThread:

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 MAPPED_RAM_SINCE = (9, 0)
+OWN_SAVE = "this run's own save"  # a cold boot that saved goes on from its own restored state
 SAVE_TIMEOUT_S = 120
 DIFFERENCE = ("QEMU unplugged the pci primaries for the save and plugged them back after the restore "
               "(FAILOVER_NEGOTIATED on the restored QEMU); the guest's clock was set and its neighbour "
@@ -77,7 +78,8 @@ class WarmStart:
         return self.mode != "never" and not self.reasons
 
     def report(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"start": "restored" if self.restored_from else "cold", "snapshot_mode": self.mode}
+        restored = self.restored_from is not None and self.restored_from != OWN_SAVE
+        out: dict[str, Any] = {"start": "restored" if restored else "cold", "snapshot_mode": self.mode}
         if self.key:
             out["snapshot_key"] = self.key
         if self.restored_from:
@@ -131,8 +133,11 @@ def _wait_migration(machine: "QemuMachine", since: int, timeout: float, what: st
         if status == "completed":
             return
         if status in ("failed", "cancelled"):
-            info = machine.qmp.execute("query-migrate")
-            raise TestbedError(f"{machine.name}: {what} {status}: {info.get('error-desc', 'no error text')}")
+            try:
+                desc = machine.qmp.execute("query-migrate", watch=False).get("error-desc", "no error text")
+            except TestbedError:  # a destination that failed to load exits
+                desc = machine.stderr_tail(5).strip() or "QEMU exited"
+            raise TestbedError(f"{machine.name}: {what} {status}: {desc}")
 
 
 def save(machine: "QemuMachine", path: Path) -> float:

@@ -95,7 +95,7 @@ def _save_and_resume(ctx: RunContext, name: str, step: BootStep, warm: warm_boot
     except (TestbedError, StepFailed) as e:
         shutil.rmtree(scratch, ignore_errors=True)
         raise StepFailed(f"{name}: saving the booted state and going on from it failed: {e}") from e
-    warm.restored_from, warm.restore_s = "this run's own save", timings.get("pairs_ready_s")
+    warm.restored_from, warm.restore_s = warm_boot.OWN_SAVE, timings.get("pairs_ready_s")
     warm_boot.publish(warm, scratch, name, ctx)
     return timings
 
@@ -127,7 +127,7 @@ def boot(ctx: RunContext, step: BootStep) -> dict[str, Any]:
         ctx.report.vms[name].boot = timings
         details[name] = timings
         pairs = timings.get("pairs_ready_s")
-        logger.info("%s: %s, SSH after %ss, %s", name, "restored" if warm[name].restored_from else "cold",
+        logger.info("%s: %s, SSH after %ss, %s", name, timings["start"],
                     timings["ssh_ready_s"], "pairs not waited for" if pairs is None else f"pairs after {pairs}s")
     return details
 

@@ -1,0 +1,80 @@
+"""Warm start on real guests: a second run resumes from the first one's post-boot state, a broken
+snapshot falls back to a cold boot, and a scenario that looks at the boot itself always boots cold.
+Each test has its own snapshot cache (TESTBED_SNAPSHOT_DIR)."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from testbed.scenario import load_scenario
+
+pytestmark = pytest.mark.guest
+SCENARIOS = Path(__file__).parent.parent / "scenarios"
+
+
+@pytest.fixture
+def snapshot_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    path = tmp_path / "snapshots"
+    monkeypatch.setenv("TESTBED_SNAPSHOT_DIR", str(path))
+    return path
+
+
+def _boot_s(report) -> float:
+    return report.steps[0].ended_s - report.steps[0].started_s
+
+
+def test_a_second_run_resumes_and_a_broken_snapshot_boots_cold(run_testbed_scenario, snapshot_dir):
+    scenario = SCENARIOS / "unplug-replug-pci.yaml"
+    first = run_testbed_scenario(scenario, name="first")
+    assert first.passed, first.error
+    boot1 = first.vms["vm1"].boot
+    assert boot1["start"] == "cold" and boot1["restored_from"] == "this run's own save" and boot1["saved_s"] > 0
+    (snap,) = [p for p in snapshot_dir.iterdir() if not p.name.startswith(".")]
+    assert snap.name == boot1["snapshot_key"]
+
+    second = run_testbed_scenario(scenario, name="second")
+    assert second.passed, second.error
+    boot2 = second.vms["vm1"].boot
+    assert boot2["start"] == "restored" and boot2["restored_from"] == boot1["snapshot_key"]
+    assert _boot_s(second) * 5 <= _boot_s(first), (_boot_s(first), _boot_s(second))
+
+    listed = subprocess.run([sys.executable, "-m", "testbed.cli", "snapshots", "list"], capture_output=True,
+                            text=True, check=True).stdout
+    assert boot1["snapshot_key"] in listed and "1 snapshot(s)" in listed
+
+    state = snap / "state"
+    with state.open("r+b") as f:
+        f.truncate(state.stat().st_size // 5)
+    third = run_testbed_scenario(scenario, name="third")
+    assert third.passed, third.error
+    boot3 = third.vms["vm1"].boot
+    assert boot3["start"] == "cold" and "failed" in boot3["fallback"] and "load of migration failed" in boot3["fallback"]
+
+    cleared = subprocess.run([sys.executable, "-m", "testbed.cli", "snapshots", "clear"], capture_output=True,
+                             text=True, check=True).stdout
+    assert "removed 1 snapshot(s)" in cleared and not any(snapshot_dir.iterdir()) or \
+        all(p.name.startswith(".") for p in snapshot_dir.iterdir())
+
+
+def test_a_scenario_that_looks_at_the_boot_boots_cold_and_says_why(run_testbed_scenario, snapshot_dir):
+    scenario = load_scenario(SCENARIOS / "no-standby-negotiation.yaml")
+    boot = scenario.steps[0].model_copy(update={"snapshot": "auto"})
+    report = run_testbed_scenario(scenario.model_copy(update={"steps": [boot, *scenario.steps[1:]]}))
+    assert report.passed, report.error
+    reasons = report.vms["vm1"].boot["cold_because"]
+    assert report.vms["vm1"].boot["start"] == "cold"
+    assert any("never negotiates STANDBY" in r for r in reasons)
+    assert any("check-primary-device" in r for r in reasons)
+    assert not snapshot_dir.exists() or not any(snapshot_dir.iterdir())
+
+
+def test_snapshot_required_fails_a_vm_that_must_boot_cold(run_testbed_scenario, snapshot_dir):
+    scenario = load_scenario(SCENARIOS / "no-standby-negotiation.yaml")
+    boot = scenario.steps[0].model_copy(update={"snapshot": "required"})
+    report = run_testbed_scenario(scenario.model_copy(update={"steps": [boot, *scenario.steps[1:]]}))
+    assert not report.passed
+    assert "snapshot: required, but it must boot cold: pair net0: the standby never negotiates STANDBY" \
+        in report.steps[0].error
