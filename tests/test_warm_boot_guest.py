@@ -48,7 +48,9 @@ def test_a_second_run_resumes_and_a_broken_snapshot_boots_cold(run_testbed_scena
     state = snap / "state"
     with state.open("r+b") as f:
         f.truncate(state.stat().st_size // 5)
-    third = run_testbed_scenario(scenario, name="third")
+    # the key is the VM's, not the steps': its boot alone meets the truncated snapshot
+    loaded = load_scenario(scenario)
+    third = run_testbed_scenario(loaded.model_copy(update={"steps": loaded.steps[:1]}), name="third")
     assert third.passed, third.error
     boot3 = third.vms["vm1"].boot
     assert boot3["start"] == "cold" and "failed" in boot3["fallback"] and "load of migration failed" in boot3["fallback"]
