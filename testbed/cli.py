@@ -151,7 +151,11 @@ def cmd_check_host(args: argparse.Namespace, console: Console) -> int:
 def cmd_bench(args: argparse.Namespace, console: Console) -> int:
     from testbed.bench import (print_bench, print_migration_bench, print_probe_bench, run_bench,
                                run_migration_bench, run_probe_bench)
-    if args.host_vm:
+    if args.warm:
+        from testbed.bench_warm import print_warm_bench, run_warm_bench
+        results = run_warm_bench(console, tuple(args.warm_scenarios.split(",")))
+        print_warm_bench(results, Console(width=200))
+    elif args.host_vm:
         from testbed.bench_host_vm import print_host_vm_bench, run_host_vm_bench
         results = run_host_vm_bench(console, args.runs)
         print_host_vm_bench(results, Console(width=160))
@@ -212,6 +216,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="measure the traffic probes instead: resolution and CPU cost")
     bench.add_argument("--migration", action="store_true",
                        help="measure live migration instead: 256 MiB and 1 GiB, with and without announce-self")
+    bench.add_argument("--warm", action="store_true",
+                       help="cold boot against warm restore (boot snapshot: auto), up to pairs ready")
+    bench.add_argument("--warm-scenarios", default="standby-pci,standby-igb-vf,two-pairs",
+                       help="for --warm: scenario names under scenarios/, comma-separated")
     bench.add_argument("--host-vm", action="store_true",
                        help="time the phases of host-vf-failover.yaml: host VM, nested guest, unplug, re-plug, migration")
     bench.add_argument("--json", help="also write the figures here")

@@ -69,7 +69,7 @@ def test_a_scenario_that_looks_at_the_boot_boots_cold_and_says_why(run_testbed_s
     reasons = report.vms["vm1"].boot["cold_because"]
     assert report.vms["vm1"].boot["start"] == "cold"
     assert any("never negotiates STANDBY" in r for r in reasons)
-    assert any("check-primary-device" in r for r in reasons)
+    assert any("check-primary-device present: false" in r for r in reasons)
     assert not snapshot_dir.exists() or not any(snapshot_dir.iterdir())
 
 
@@ -80,3 +80,12 @@ def test_snapshot_required_fails_a_vm_that_must_boot_cold(run_testbed_scenario, 
     assert not report.passed
     assert "snapshot: required, but it must boot cold: pair net0: the standby never negotiates STANDBY" \
         in report.steps[0].error
+
+
+def test_bench_warm_puts_cold_and_warm_side_by_side(tmp_path: Path):
+    out = tmp_path / "warm.json"
+    subprocess.run([sys.executable, "-m", "testbed.cli", "bench", "--warm", "--warm-scenarios", "standby-pci",
+                    "--json", str(out)], check=True, capture_output=True, text=True, timeout=600)
+    (row,) = json.loads(out.read_text())["rows"]
+    assert row["scenario"] == "standby-pci" and row["second_run"] == "restored"
+    assert row["second_pairs_s"] < row["cold_pairs_s"] and row["speedup"] > 1, row
