@@ -5,7 +5,7 @@ import os
 import time
 from pathlib import Path
 
-from testbed.snapshots import SnapshotCache, normalised_argv, snapshot_key
+from testbed.snapshots import SnapshotCache, cache_limit_bytes, normalised_argv, snapshot_key
 
 QEMU = "/usr/bin/qemu-system-x86_64"
 ARGV = ["qemu", "-m", "512M", "-device", "virtio-net-pci,failover=on", "-append", "console=ttyS0"]
@@ -62,3 +62,10 @@ def test_clear_and_drop(tmp_path: Path):
     cache.drop("x", "test")
     assert [s.key for s in cache.entries()] == ["y"]
     assert cache.clear() == 1 and cache.entries() == []
+
+
+def test_the_size_limit_comes_from_the_environment(monkeypatch):
+    monkeypatch.setenv("TESTBED_SNAPSHOT_CACHE_MIB", "123")
+    assert cache_limit_bytes() == 123 << 20
+    monkeypatch.delenv("TESTBED_SNAPSHOT_CACHE_MIB")
+    assert cache_limit_bytes() == 4096 << 20

@@ -35,10 +35,12 @@ def test_a_second_run_resumes_and_a_broken_snapshot_boots_cold(run_testbed_scena
     (snap,) = [p for p in snapshot_dir.iterdir() if not p.name.startswith(".")]
     assert snap.name == boot1["snapshot_key"]
 
-    second = run_testbed_scenario(scenario, name="second")
+    # required: the same restore, with no cold boot allowed
+    second = run_testbed_scenario(scenario, {"snapshot": "required"}, name="second")
     assert second.passed, second.error
     boot2 = second.vms["vm1"].boot
     assert boot2["start"] == "restored" and boot2["restored_from"] == boot1["snapshot_key"]
+    assert boot2["snapshot_mode"] == "required"
     assert _boot_s(second) * 5 <= _boot_s(first), (_boot_s(first), _boot_s(second))
 
     listed = subprocess.run([sys.executable, "-m", "testbed.cli", "snapshots", "list"], capture_output=True,
