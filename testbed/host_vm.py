@@ -137,7 +137,7 @@ class VmHost(Host):
         # A VF's MAC is set when a QEMU takes it (take_vfs), as libvirt does for an <interface
         # type='hostdev'>: igb steers a MAC in a VF's filter to that VF's pool only, so a VF
         # holding the pair's MAC with no guest behind it would swallow the standby's traffic.
-        for number, (vm, pair, mac) in enumerate(wanted):
+        for number, (vm, pair, _) in enumerate(wanted):
             bdf = Path(self._sh(["readlink", f"{device}/virtfn{number}"]).strip()).name
             self._write(f"/sys/bus/pci/devices/{bdf}/driver_override", "vfio-pci")
             self._write("/sys/bus/pci/drivers_probe", bdf)

@@ -68,10 +68,10 @@ def _options(config: pytest.Config, name: str, base: Path) -> RunOptions:
     root = Path(artifacts) if artifacts else base
     worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
     directory = root / worker / re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
-    attempt = 1
-    while directory.with_name(f"{directory.name}-{attempt}" if attempt > 1 else directory.name).exists():
-        attempt += 1  # a rerun (see NESTED_RESET) keeps the failed attempt's artifacts
-    directory = directory.with_name(f"{directory.name}-{attempt}" if attempt > 1 else directory.name)
+    base, attempt = directory, 1
+    while directory.exists():  # a rerun (see NESTED_RESET) keeps the failed attempt's artifacts
+        attempt += 1
+        directory = base.with_name(f"{base.name}-{attempt}")
     return RunOptions(artifacts_dir=directory.resolve(), qemu=config.getoption("testbed_qemu"),
                       accel=config.getoption("testbed_accel"), local_kernel=local,
                       timeout_scale=config.getoption("testbed_timeout_scale"),

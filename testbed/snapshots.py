@@ -13,19 +13,22 @@ import hashlib
 import json
 import logging
 import os
-import re
 import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_fixed
+
 from testbed.cache import cache_root
+from testbed.errors import TestbedError
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_LIMIT_MIB = 4096
 LIMIT_ENV = "TESTBED_SNAPSHOT_CACHE_MIB"
 STATE, META = "state", "meta.json"
+LOCK_TIMEOUT_S = 30
 
 
 def snapshot_root() -> Path:
@@ -39,17 +42,6 @@ def snapshot_root() -> Path:
 def cache_limit_bytes(flag_mib: int | None = None) -> int:
     mib = flag_mib if flag_mib is not None else int(os.environ.get(LIMIT_ENV, DEFAULT_LIMIT_MIB))
     return max(0, mib) * 1024 * 1024
-
-
-def normalised_argv(argv: list[str], run_paths: dict[str, str]) -> list[str]:
-    """The argv with the run's own paths (artifacts, sockets, fds) replaced by placeholders, so that
-    two runs of the same VM give the same key."""
-    out = []
-    for arg in argv:
-        for path, placeholder in sorted(run_paths.items(), key=lambda kv: -len(kv[0])):
-            arg = arg.replace(path, placeholder)
-        out.append(re.sub(r"fd=\d+", "fd=N", arg))
-    return out
 
 
 def snapshot_key(image_key: str, qemu_version: str, qemu_path: str, argv: list[str], accel: str) -> str:
@@ -153,12 +145,21 @@ class SnapshotCache:
 
 
 class _FileLock:
+    """The cache-wide lock, held only to publish, evict or clear; waited for at most LOCK_TIMEOUT_S."""
+
     def __init__(self, path: Path):
         self.path = path
 
     def __enter__(self) -> "_FileLock":
         self.fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o644)
-        fcntl.flock(self.fd, fcntl.LOCK_EX)
+        try:
+            for attempt in Retrying(stop=stop_after_delay(LOCK_TIMEOUT_S), wait=wait_fixed(0.05), reraise=True,
+                                    retry=retry_if_exception_type(BlockingIOError)):
+                with attempt:
+                    fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as e:
+            os.close(self.fd)
+            raise TestbedError(f"the snapshot cache lock {self.path} was held for more than {LOCK_TIMEOUT_S}s") from e
         return self
 
     def __exit__(self, *exc: object) -> None:

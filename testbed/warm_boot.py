@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from testbed.errors import StepFailed, TestbedError
 from testbed.qemu_argv import LaunchFiles, build_argv
 from testbed.scenario import BootStep, CheckDeviceStep
-from testbed.snapshots import Snapshot, SnapshotCache, normalised_argv, snapshot_key
+from testbed.snapshots import Snapshot, SnapshotCache, snapshot_key
 
 if TYPE_CHECKING:
     from testbed.machine import QemuMachine
@@ -110,10 +110,11 @@ def plan_start(ctx: "RunContext", name: str, step: BootStep) -> WarmStart:
 
 
 def key_for(ctx: "RunContext", name: str) -> str:
-    """The VM's cold-boot argv, with placeholders where a run's own paths go."""
+    """From the VM's cold-boot argv, built with placeholders where a run's own paths and fds go, so
+    that every run of the same VM gives the same key."""
     files = LaunchFiles(ctx.image.kernel, ctx.image.initrd, Path("<artifacts>/serial.log"), 3,
                         serial_socket=Path("<sockets>/console"), qmp_socket=Path("<sockets>/qmp"))
-    argv = normalised_argv(build_argv(ctx.qemu.path, ctx.plans[name].on_slot(0), files, ctx.accel), {})
+    argv = build_argv(ctx.qemu.path, ctx.plans[name].on_slot(0), files, ctx.accel)
     return snapshot_key(ctx.image.directory.name, ctx.qemu.version_text, ctx.qemu.path, argv, ctx.accel)
 
 

@@ -5,7 +5,12 @@ import os
 import time
 from pathlib import Path
 
-from testbed.snapshots import SnapshotCache, cache_limit_bytes, normalised_argv, snapshot_key
+from types import SimpleNamespace
+
+from testbed.plan import plan_machines
+from testbed.scenario import load_scenario
+from testbed.snapshots import SnapshotCache, cache_limit_bytes, snapshot_key
+from testbed.warm_boot import key_for
 
 QEMU = "/usr/bin/qemu-system-x86_64"
 ARGV = ["qemu", "-m", "512M", "-device", "virtio-net-pci,failover=on", "-append", "console=ttyS0"]
@@ -19,9 +24,24 @@ def test_the_key_changes_with_each_part_and_not_with_run_paths():
     assert snapshot_key("img1", "QEMU 10.0.2", QEMU, ARGV, "kvm") != base
     assert snapshot_key("img1", "QEMU 10.0.2", QEMU, ARGV[:-1] + ["console=ttyS0 quiet"], "tcg") != base
     assert snapshot_key("img1", "QEMU 10.0.2", QEMU, ARGV + ["-device", "e1000e"], "tcg") != base
-    run_a = normalised_argv(["-chardev", "socket,fd=7", "/tmp/run-a/vm1/serial.log"], {"/tmp/run-a": "<a>"})
-    run_b = normalised_argv(["-chardev", "socket,fd=9", "/tmp/run-b/vm1/serial.log"], {"/tmp/run-b": "<a>"})
-    assert run_a == run_b
+
+
+SCENARIOS = Path(__file__).parent.parent / "scenarios"
+
+
+def _ctx(scenario: str, **variables) -> SimpleNamespace:
+    """What key_for reads of a run; nothing of a run's own paths is in it."""
+    plans = {p.name: p for p in plan_machines(load_scenario(SCENARIOS / scenario, variables or None))}
+    image = SimpleNamespace(kernel=Path("/img/vmlinuz"), initrd=Path("/img/initrd.img"), directory=Path("/img/k1"))
+    return SimpleNamespace(plans=plans, image=image, accel="tcg",
+                           qemu=SimpleNamespace(path=QEMU, version_text="QEMU 10.0.2"))
+
+
+def test_a_vms_key_is_the_same_in_every_run_and_follows_its_devices():
+    key = key_for(_ctx("unplug-replug-pci.yaml"), "vm1")
+    assert key_for(_ctx("unplug-replug-pci.yaml", snapshot="required"), "vm1") == key  # steps are not in it
+    assert key_for(_ctx("standby-pci.yaml"), "vm1") == key          # the same VM in another scenario
+    assert key_for(_ctx("standby-igb-vf.yaml"), "vm1") != key       # other devices
 
 
 def _publish(cache: SnapshotCache, key: str, mib: int) -> None:
