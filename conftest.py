@@ -10,9 +10,14 @@ import pytest
 
 from testbed.leftovers import qemu_processes
 
-# tests/test_host_vm_guest.py runs this scenario (through `testbed bench --host-vm`) with more checks
-# than its file item would make; collecting it here too would boot the same nested set-up twice.
-collect_ignore = ["scenarios/host-vf-failover.yaml"]
+# These scenarios are run by a test that makes every check their file item would make and more;
+# collecting them here too would boot the same guests twice (about 3.5 min of a 2-core CI run).
+collect_ignore = [
+    "scenarios/host-vf-failover.yaml",            # tests/test_host_vm_guest.py, via `testbed bench --host-vm`
+    "scenarios/live-migration-pci.yaml",          # tests/test_migration_guest.py
+    "scenarios/migration-guest-never-acks.yaml",  # tests/test_migration_guest.py
+    "scenarios/unplug-replug-igb-vf.yaml",        # tests/test_traffic_guest.py
+]
 
 
 def _net_namespaces() -> set[int]:

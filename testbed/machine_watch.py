@@ -49,7 +49,9 @@ class MachineExit:
         if self.panic:
             return f"{self.vm}: guest kernel panic (serial: {self.panic})"
         if self.signal:
-            return f"{self.vm}: QEMU exited (signal {-self.returncode}, {self.signal})"
+            said = qemu_last_words(self.stderr_tail)
+            return f"{self.vm}: QEMU exited (signal {-self.returncode}, {self.signal}" + \
+                (f"; QEMU said: {said})" if said else ")")
         if self.guest_shutdown:
             return f"{self.vm}: the guest ended its own run ({self.guest_shutdown}); QEMU exited with status " \
                    f"{self.returncode}"
@@ -57,6 +59,16 @@ class MachineExit:
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+
+# QEMU's own messages start with the program's name ("qemu-system-x86_64: ..."); an abort() from an
+# assert leaves exactly one such line, and it says more about the crash than the signal does.
+QEMU_MESSAGE_RE = re.compile(r"^qemu-(?:system-)?[\w-]+: (.+)$", re.MULTILINE)
+
+
+def qemu_last_words(stderr_tail: str) -> str | None:
+    found = QEMU_MESSAGE_RE.findall(stderr_tail)
+    return found[-1].strip() if found else None
 
 
 def read_exit(machine: WatchedMachine) -> MachineExit:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from testbed.leftovers import qemu_processes, run_leftovers
-from testbed.pytest_plugin import nested_reset_rerun
+from testbed.pytest_plugin import host_vm_flake_rerun
 
 REPO = Path(__file__).parent.parent
 FAULTS = Path(__file__).parent / "faults"
@@ -101,7 +101,7 @@ def test_guest_kernel_panic_is_named_as_one(tmp_path):
 
 
 @pytest.mark.slow
-@nested_reset_rerun()
+@host_vm_flake_rerun()
 def test_host_vm_killed_is_named_as_the_cause(tmp_path):
     attempt = tmp_path / f"attempt-{len(list(tmp_path.glob('attempt-*'))) + 1}"  # a rerun keeps the first
     attempt.mkdir()

@@ -9,10 +9,10 @@ import pytest
 from rich.console import Console
 
 from testbed.bench_host_vm import PHASES, run_host_vm_bench
-from testbed.pytest_plugin import nested_reset_rerun
+from testbed.pytest_plugin import host_vm_flake_rerun
 from testbed.report import RunReport
 
-pytestmark = [pytest.mark.guest, pytest.mark.slow, nested_reset_rerun()]
+pytestmark = [pytest.mark.guest, pytest.mark.slow, host_vm_flake_rerun()]
 
 
 def test_host_vf_failover_through_unplug_replug_and_migration(tmp_path: Path):

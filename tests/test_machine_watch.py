@@ -61,3 +61,24 @@ def test_a_plain_guest_is_named_at_once():
     started = time.monotonic()
     assert watch.dead().vm == "vm1"
     assert time.monotonic() - started < 0.5
+
+
+def test_an_aborted_qemu_is_reported_with_its_assertion():
+    from testbed.machine_watch import MachineExit
+    tail = ("QEMU stderr:\nqemu-system-x86_64: warning: host doesn't support requested feature\n"
+            "qemu-system-x86_64: system/physmem.c:2678: iotlb_to_section: Assertion "
+            "`section_index < d->map.sections_nb' failed.")
+    died = MachineExit(vm="host", returncode=-6, signal="SIGABRT", panic=None, guest_shutdown=None, stderr_tail=tail)
+    assert died.describe() == ("host: QEMU exited (signal 6, SIGABRT; QEMU said: system/physmem.c:2678: "
+                               "iotlb_to_section: Assertion `section_index < d->map.sections_nb' failed.)")
+    killed = MachineExit(vm="vm1", returncode=-9, signal="SIGKILL", panic=None, guest_shutdown=None,
+                         stderr_tail="(QEMU stderr empty)")
+    assert killed.describe() == "vm1: QEMU exited (signal 9, SIGKILL)"
+    # ...and that message, in a step's error, is what the host-VM rerun matches (and nothing else is)
+    import re
+    from testbed.pytest_plugin import HOST_VM_KNOWN_FLAKES
+    error = f"step 11 (plug-primary) failed: {died.describe()} during step 11 (plug-primary)"
+    assert any(re.search(p, error) for p in HOST_VM_KNOWN_FLAKES)
+    for other in (killed.describe(), died.describe().replace("host:", "vm1:"),
+                  "host: QEMU exited (signal 6, SIGABRT; QEMU said: hw/pci/pci.c:1: foo: Assertion `x' failed.)"):
+        assert not any(re.search(p, other) for p in HOST_VM_KNOWN_FLAKES), other
