@@ -49,7 +49,7 @@ class MachineExit:
         if self.panic:
             return f"{self.vm}: guest kernel panic (serial: {self.panic})"
         if self.signal:
-            said = qemu_last_words(self.stderr_tail)
+            said = qemu_last_words(self.stderr_tail) if self.signal == "SIGABRT" else None
             return f"{self.vm}: QEMU exited (signal {-self.returncode}, {self.signal}" + \
                 (f"; QEMU said: {said})" if said else ")")
         if self.guest_shutdown:
@@ -61,8 +61,9 @@ class MachineExit:
         return asdict(self)
 
 
-# QEMU's own messages start with the program's name ("qemu-system-x86_64: ..."); an abort() from an
-# assert leaves exactly one such line, and it says more about the crash than the signal does.
+# QEMU's own messages start with the program's name ("qemu-system-x86_64: ..."). An abort() from an
+# assert leaves one such line last, and it says more about the crash than the signal does; any other
+# signal leaves no last words, and the lines before it are launch-time warnings.
 QEMU_MESSAGE_RE = re.compile(r"^qemu-(?:system-)?[\w-]+: (.+)$", re.MULTILINE)
 
 

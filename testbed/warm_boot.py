@@ -8,9 +8,12 @@ plain stream to a file would be read serially.
 
 Saving is a migration, so QEMU runs failover's automatic unplug: a `pci` primary leaves the guest
 before the save and QEMU plugs it back after the restore, once the restored guest's STANDBY is
-seen (FAILOVER_NEGOTIATED). So that a run that saved and a run that restores see the same guest, a
-run that boots cold and saves goes on from its own restored state too. What differs from a guest
-that never was saved (the primary's hot-plug after the restore) is written in the report."""
+seen (FAILOVER_NEGOTIATED). An `igb-vf` primary is the guest's own VF, which QEMU cannot carry
+(its igbvf has no migration state: a VF saved while enabled is dead after the restore), so the
+guest removes its VFs before the save and enables them again after the restore, as a host does
+around a migration. So that a run that saved and a run that restores see the same guest, a run that
+boots cold and saves goes on from its own restored state too. What differs from a guest that never
+was saved (the primaries' re-plug after the restore) is written in the report."""
 
 from __future__ import annotations
 
@@ -34,9 +37,12 @@ logger = logging.getLogger(__name__)
 MAPPED_RAM_SINCE = (9, 0)
 OWN_SAVE = "this run's own save"  # a cold boot that saved goes on from its own restored state
 SAVE_TIMEOUT_S = 120
-DIFFERENCE = ("QEMU unplugged the pci primaries for the save and plugged them back after the restore "
-              "(FAILOVER_NEGOTIATED on the restored QEMU); the guest's clock was set and its neighbour "
-              "table flushed")
+QEMU_PAIRED_DIFFERENCE = ("QEMU unplugged the pci primaries for the save and plugged them back after the "
+                          "restore (FAILOVER_NEGOTIATED on the restored QEMU)")
+GUEST_PAIRED_DIFFERENCE = ("the guest removed its igb VFs before the save (sriov_numvfs 0) and enabled them "
+                           "again after the restore (the image's sriov-pf: VF MAC set through the PF, igbvf "
+                           "probed)")
+SETTLE_DIFFERENCE = "the guest's clock was set and its neighbour table flushed"
 
 
 def cold_reasons(ctx: "RunContext", name: str, step: BootStep) -> list[str]:
@@ -49,8 +55,6 @@ def cold_reasons(ctx: "RunContext", name: str, step: BootStep) -> list[str]:
         reasons.append(f"QEMU {ctx.qemu.version_text} has no mapped-ram (9.0+)")
     vm = next(v for v in ctx.scenario.vms if v.name == name)
     for pair in vm.pairs:
-        if pair.primary is not None and pair.primary.kind.value == "igb-vf":
-            reasons.append(f"pair {pair.name}: an igb-vf primary (QEMU's igbvf has no migration state)")
         if not pair.standby.failover or pair.standby.legacy_virtio:
             reasons.append(f"pair {pair.name}: the standby never negotiates STANDBY (boot-time behaviour)")
         if pair.standby.link != "up":
@@ -75,6 +79,7 @@ class WarmStart:
     restore_s: float | None = None
     saved_s: float | None = None
     fallback: str | None = None        # why a restore was abandoned for a cold boot
+    differs_from_cold: str = SETTLE_DIFFERENCE
 
     def wants_snapshot(self) -> bool:
         return self.mode != "never" and not self.reasons
@@ -87,7 +92,7 @@ class WarmStart:
         if self.restored_from:
             out["restored_from"] = self.restored_from
             out["restore_s"] = self.restore_s
-            out["differs_from_cold"] = DIFFERENCE
+            out["differs_from_cold"] = self.differs_from_cold
         if self.saved_s is not None:
             out["saved_s"] = self.saved_s
         if self.reasons:
@@ -106,6 +111,10 @@ def plan_start(ctx: "RunContext", name: str, step: BootStep) -> WarmStart:
         raise StepFailed(f"{name}: snapshot: required, but it must boot cold: {'; '.join(warm.reasons)}")
     if not warm.reasons:
         warm.key = key_for(ctx, name)
+        kinds = {pair.kind.paired_by for pair in ctx.plan(name).pairs if pair.kind is not None}
+        warm.differs_from_cold = "; ".join([*([QEMU_PAIRED_DIFFERENCE] if "qemu" in kinds else []),
+                                            *([GUEST_PAIRED_DIFFERENCE] if "guest" in kinds else []),
+                                            SETTLE_DIFFERENCE])
     return warm
 
 
@@ -173,6 +182,32 @@ def settle_restored(ctx: "RunContext", name: str) -> None:
     entries for the previous run's peer (a new namespace, new MACs)."""
     ctx.shell(name).run(["sh", "-c", 'date -s "@$1" >/dev/null && ip neigh flush all', "sh",
                          str(int(time.time()))], timeout=20)
+
+
+def _guest_pf_macs(ctx: "RunContext", name: str) -> list[str]:
+    """The MACs of the guest's igb PFs whose VFs the guest pairs itself (igb-vf primaries)."""
+    return [pair.primary.mac for pair in ctx.plan(name).pairs
+            if pair.kind is not None and pair.kind.paired_by == "guest" and pair.primary is not None]
+
+
+# Finds the PF netdev by its MAC: its name is udev's, and a script must not guess it.
+_PF_BY_MAC = 'for d in /sys/class/net/*; do [ "$(cat "$d/address")" = "$1" ] && pf=${d##*/} && break; done; ' \
+    '[ -n "$pf" ] || { echo "no netdev with MAC $1" >&2; exit 1; }; '
+
+
+def release_guest_vfs(ctx: "RunContext", name: str) -> None:
+    """Before a save: the guest disables its PFs' VFs, so that no VF is saved half-way (QEMU's igbvf
+    has no migration state). net_failover sees its primary go, as on a hot-unplug."""
+    for mac in _guest_pf_macs(ctx, name):
+        ctx.shell(name).run(["sh", "-c", _PF_BY_MAC + 'echo 0 > "/sys/class/net/$pf/device/sriov_numvfs"',
+                             "sh", mac], timeout=60)
+
+
+def replug_guest_vfs(ctx: "RunContext", name: str) -> None:
+    """After a restore: the guest enables its VFs again with the image's own script (VF MAC through the
+    PF, igbvf probed), as udev did at boot; the boot step then waits for the pairs as usual."""
+    for mac in _guest_pf_macs(ctx, name):
+        ctx.shell(name).run(["sh", "-c", _PF_BY_MAC + '/usr/lib/testbed/sriov-pf "$pf"', "sh", mac], timeout=60)
 
 
 def cache() -> SnapshotCache:

@@ -61,6 +61,30 @@ def test_a_second_run_resumes_and_a_broken_snapshot_boots_cold(run_testbed_scena
         all(p.name.startswith(".") for p in snapshot_dir.iterdir())
 
 
+def test_an_igb_vf_guest_resumes_and_its_vf_carries_the_traffic(run_testbed_scenario, snapshot_dir):
+    """QEMU's igbvf has no migration state, so the guest drops its VFs before the save and enables them
+    again after the restore; the check-traffic step's `path: primary` proves the re-made VF carries it."""
+    loaded = load_scenario(SCENARIOS / "unplug-replug-igb-vf.yaml")
+    boot, start, sleep, on_the_vf = loaded.steps[:4]
+    assert (start.action, sleep.action, on_the_vf.action, on_the_vf.path) == \
+        ("start-traffic", "sleep", "check-traffic", "primary")
+
+    def scenario(mode: str):
+        return loaded.model_copy(update={"steps": [boot.model_copy(update={"snapshot": mode}), start, sleep,
+                                                   on_the_vf]})
+    first = run_testbed_scenario(scenario("auto"), name="first")
+    assert first.passed, first.error
+    boot1 = first.vms["vm1"].boot
+    assert boot1["start"] == "cold" and boot1["restored_from"] == "this run's own save", boot1
+    second = run_testbed_scenario(scenario("required"), name="second")
+    assert second.passed, second.error
+    boot2 = second.vms["vm1"].boot
+    assert boot2["start"] == "restored" and boot2["restored_from"] == boot1["snapshot_key"], boot2
+    assert "removed its igb VFs before the save" in boot2["differs_from_cold"]
+    primary = [n for n in second.vms["vm1"].netdevs if n["role"] == "primary"]
+    assert [n["driver"] for n in primary] == ["igbvf"], second.vms["vm1"].netdevs
+
+
 def test_a_scenario_that_looks_at_the_boot_boots_cold_and_says_why(run_testbed_scenario, snapshot_dir):
     scenario = load_scenario(SCENARIOS / "no-standby-negotiation.yaml")
     boot = scenario.steps[0].model_copy(update={"snapshot": "auto"})

@@ -55,6 +55,7 @@ def _resume(ctx: RunContext, name: str, step: BootStep, state: Path, label: str)
     warm_boot.restore(ctx, name, state, label)
     timings = _connect(ctx, name, step, marker=False)
     warm_boot.settle_restored(ctx, name)
+    warm_boot.replug_guest_vfs(ctx, name)
     _pairs_ready(ctx, name, step, timings)
     return timings
 
@@ -88,6 +89,7 @@ def _save_and_resume(ctx: RunContext, name: str, step: BootStep, warm: warm_boot
     scratch = warm_boot.cache().scratch(warm.key)
     source = ctx.machine(name)
     try:
+        warm_boot.release_guest_vfs(ctx, name)
         warm.saved_s = warm_boot.save(source, scratch / "state")
         ctx.shells.pop(name).close()
         ctx.retire(source)  # its taps and ports go to the restored QEMU
