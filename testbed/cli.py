@@ -69,7 +69,8 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
         new_artifacts_dir(Path("testbed-artifacts").resolve(), scenario.name)
     options = RunOptions(artifacts_dir=artifacts, qemu=args.qemu, accel=args.accel,
                          local_kernel=_local_kernel(args), timeout_scale=args.timeout_scale,
-                         scenario_file=str(args.scenario), keep=args.keep)
+                         scenario_file=str(args.scenario), keep=args.keep,
+                         snapshot_cache_mib=args.snapshot_cache_mib)
     _log_to(console, quiet=args.quiet)
     if console.is_terminal and not args.keep and not args.quiet:
         # A live status line (image build, current step) above the timestamped log.
@@ -193,6 +194,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--dry-run", action="store_true", help="print the QEMU command lines; start nothing")
     run.add_argument("--timeout-scale", type=float, default=1.0, help="multiply every step timeout")
     run.add_argument("--quiet", action="store_true", help="print only failures")
+    run.add_argument("--snapshot-cache-mib", type=int, metavar="MIB",
+                     help="size limit of the warm-start snapshot cache; least recently used snapshots beyond it "
+                          "are evicted (default: $TESTBED_SNAPSHOT_CACHE_MIB, else 4096)")
     run.add_argument("--keep", action="store_true",
                      help="on failure or at a pause step, keep the VMs and wait (testbed ssh/qmp/console/down)")
     _add_machine_options(run)

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 from testbed.errors import StepFailed, TestbedError
 from testbed.qemu_argv import LaunchFiles, build_argv
 from testbed.scenario import BootStep, CheckDeviceStep
-from testbed.snapshots import Snapshot, SnapshotCache, snapshot_key
+from testbed.snapshots import Snapshot, SnapshotCache, cache_limit_bytes, snapshot_key
 
 if TYPE_CHECKING:
     from testbed.machine import QemuMachine
@@ -210,13 +210,13 @@ def replug_guest_vfs(ctx: "RunContext", name: str) -> None:
         ctx.shell(name).run(["sh", "-c", _PF_BY_MAC + '/usr/lib/testbed/sriov-pf "$pf"', "sh", mac], timeout=60)
 
 
-def cache() -> SnapshotCache:
-    return SnapshotCache()
+def cache(ctx: "RunContext") -> SnapshotCache:
+    return SnapshotCache(limit_bytes=cache_limit_bytes(ctx.options.snapshot_cache_mib))
 
 
 def publish(warm: WarmStart, scratch: Path, name: str, ctx: "RunContext") -> Snapshot | None:
     assert warm.key is not None
-    return cache().publish(warm.key, scratch, {"key": warm.key, "vm": name, "scenario": ctx.scenario.name,
+    return cache(ctx).publish(warm.key, scratch, {"key": warm.key, "vm": name, "scenario": ctx.scenario.name,
                                               "image": ctx.image.directory.name, "qemu": ctx.qemu.version_text,
                                               "accel": ctx.accel, "saved_s": warm.saved_s,
                                               "created": time.time()})

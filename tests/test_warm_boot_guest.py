@@ -3,11 +3,13 @@ snapshot falls back to a cold boot, and a scenario that looks at the boot itself
 Each test has its own snapshot cache (TESTBED_SNAPSHOT_DIR)."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from testbed.scenario import load_scenario
 
@@ -61,7 +63,7 @@ def test_a_second_run_resumes_and_a_broken_snapshot_boots_cold(run_testbed_scena
         all(p.name.startswith(".") for p in snapshot_dir.iterdir())
 
 
-def test_an_igb_vf_guest_resumes_and_its_vf_carries_the_traffic(run_testbed_scenario, snapshot_dir):
+def test_an_igb_vf_guest_resumes_and_its_vf_carries_the_traffic(run_testbed_scenario, snapshot_dir, tmp_path):
     """QEMU's igbvf has no migration state, so the guest drops its VFs before the save and enables them
     again after the restore; the check-traffic step's `path: primary` proves the re-made VF carries it."""
     loaded = load_scenario(SCENARIOS / "unplug-replug-igb-vf.yaml")
@@ -72,9 +74,22 @@ def test_an_igb_vf_guest_resumes_and_its_vf_carries_the_traffic(run_testbed_scen
     def scenario(mode: str):
         return loaded.model_copy(update={"steps": [boot.model_copy(update={"snapshot": mode}), start, sleep,
                                                    on_the_vf]})
-    first = run_testbed_scenario(scenario("auto"), name="first")
-    assert first.passed, first.error
-    boot1 = first.vms["vm1"].boot
+    # The first run goes through the CLI with --snapshot-cache-mib: an older snapshot already in the
+    # cache (least recently used) is evicted once this run's is published over the limit.
+    older = snapshot_dir / "older"
+    older.mkdir(parents=True)
+    (older / "state").write_bytes(os.urandom(3 << 20))
+    (older / "meta.json").write_text("{}")
+    os.utime(older / "meta.json", (1, 1))
+    scenario_file = tmp_path / "igb-vf-warm.yaml"
+    scenario_file.write_text(yaml.safe_dump(scenario("auto").model_dump(mode="json", exclude_unset=True)))
+    done = subprocess.run([sys.executable, "-m", "testbed.cli", "run", str(scenario_file), "--quiet",
+                           "--snapshot-cache-mib", "1", "--artifacts", str(tmp_path / "first"),
+                           "--report", str(tmp_path / "first.json")], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    boot1 = json.loads((tmp_path / "first.json").read_text())["vms"]["vm1"]["boot"]
+    published = snapshot_dir / boot1["snapshot_key"]
+    assert (published / "state").exists() and not older.exists(), sorted(snapshot_dir.iterdir())
     assert boot1["start"] == "cold" and boot1["restored_from"] == "this run's own save", boot1
     second = run_testbed_scenario(scenario("required"), name="second")
     assert second.passed, second.error

@@ -61,7 +61,7 @@ def _resume(ctx: RunContext, name: str, step: BootStep, state: Path, label: str)
 
 
 def _try_cached(ctx: RunContext, name: str, step: BootStep, warm: warm_boot.WarmStart) -> dict[str, Any] | None:
-    snap = warm_boot.cache().get(warm.key) if warm.wants_snapshot() and warm.key else None
+    snap = warm_boot.cache(ctx).get(warm.key) if warm.wants_snapshot() and warm.key else None
     if snap is None:
         return None
     try:
@@ -71,7 +71,7 @@ def _try_cached(ctx: RunContext, name: str, step: BootStep, warm: warm_boot.Warm
             raise StepFailed(f"{name}: restoring snapshot {warm.key} failed: {e}") from e
         logger.warning("%s: restoring snapshot %s failed, booting cold: %s", name, warm.key, e)
         warm.fallback = f"restoring {warm.key} failed: {e}"
-        warm_boot.cache().drop(warm.key, str(e).splitlines()[0])
+        warm_boot.cache(ctx).drop(warm.key, str(e).splitlines()[0])
         failed = ctx.machines.pop(name)
         ctx.retire(failed)
         if name in ctx.shells:
@@ -86,7 +86,7 @@ def _try_cached(ctx: RunContext, name: str, step: BootStep, warm: warm_boot.Warm
 def _save_and_resume(ctx: RunContext, name: str, step: BootStep, warm: warm_boot.WarmStart) -> dict[str, Any]:
     """After a cold boot: saves the state, and goes on from a restore of it, as every later run will."""
     assert warm.key is not None
-    scratch = warm_boot.cache().scratch(warm.key)
+    scratch = warm_boot.cache(ctx).scratch(warm.key)
     source = ctx.machine(name)
     try:
         warm_boot.release_guest_vfs(ctx, name)
