@@ -112,13 +112,25 @@ class QemuMachine:
                 raise TestbedError(f"{self.name}: QEMU did not start: {e}\n{self.stderr_tail()}") from e
             raise
 
-    def wait_for_console(self, marker: str, timeout: float) -> float:
-        """Waits for a line on the serial console. The guest's init prints markers as it comes up;
-        connecting to SSH before its marker only earns slirp's SYN back-off."""
+    def console_size(self) -> int:
+        """Where the serial log ends now: a later wait_for_console(after=) sees only what follows."""
+        return self.artifacts.serial_log.stat().st_size if self.artifacts.serial_log.exists() else 0
+
+    def _console_text(self, after: int) -> str:
+        try:
+            with self.artifacts.serial_log.open("rb") as log:
+                log.seek(after)
+                return log.read().decode(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def wait_for_console(self, marker: str, timeout: float, after: int = 0) -> float:
+        """Waits for a line on the serial console (past byte `after`). The guest's init prints markers
+        as it comes up; connecting to SSH before its marker only earns slirp's SYN back-off."""
         def check() -> str | None:
             if not self.alive():
                 raise TestbedError(f"{self.name}: QEMU exited before {marker!r}\n{self.stderr_tail()}")
-            text = self.artifacts.serial_log.read_text(errors="replace") if self.artifacts.serial_log.exists() else ""
+            text = self._console_text(after)
             if marker in text:
                 return None
             return "serial console: " + (" | ".join(text.strip().splitlines()[-3:]) or "(empty)")

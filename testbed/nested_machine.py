@@ -87,9 +87,14 @@ class NestedMachine(QemuMachine):
         result = self._host.run(["/usr/lib/testbed/guest-running", str(self._run_dir)], check=False, timeout=10)
         return result.exit_status == 0
 
-    def wait_for_console(self, marker: str, timeout: float) -> float:
+    def console_size(self) -> int:
+        result = self._host.run(["stat", "-c", "%s", self._path("serial.log")], check=False, timeout=10)
+        return int(result.stdout.strip()) if result.stdout.strip().isdigit() else 0
+
+    def wait_for_console(self, marker: str, timeout: float, after: int = 0) -> float:
         def check() -> str | None:
-            result = self._host.run(["grep", "-c", "-F", marker, self._path("serial.log")], check=False)
+            result = self._host.run(["sh", "-c", 'tail -c "+$(($2 + 1))" "$1" | grep -c -F -e "$3"', "sh",
+                                     self._path("serial.log"), str(after), marker], check=False)
             return None if result.stdout.strip() not in ("", "0") else f"no {marker!r} yet"
         return wait_until(check, timeout, f"{self.name} to print {marker!r} on its serial console", interval=0.5)
 

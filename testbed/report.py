@@ -98,6 +98,7 @@ class MigrationRecord(BaseModel):
     from_slot: int
     to_slot: int
     destination_artifacts: str
+    transport: str = "socket"           # socket: a live migration; file: save-restore (virsh save/restore)
     status: str | None = None           # completed, failed or cancelled
     cancelled_by: str | None = None
     started_s: float | None = None
@@ -111,6 +112,8 @@ class MigrationRecord(BaseModel):
     destination_events: list[dict[str, Any]] = []
     destination_pairs_ready_after_s: float | None = None
     source_pairs_ready_after_s: float | None = None
+    restore_ms: float | None = None     # save-restore: the new QEMU's launch to the loaded state
+    saved_paused: bool | None = None    # save-restore: the VM was stopped when it was saved
 
 
 class RunReport(BaseModel):

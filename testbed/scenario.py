@@ -15,10 +15,12 @@ from testbed.scenario_model import (PRIMARY_KINDS, VM, FailoverPair, Host, HostK
                                     Standby)
 from testbed.scenario_steps import (STEP_ACTIONS, STEP_TYPES, AnnounceSelfStep, BootStep,
                                     CheckDeviceStep, CheckNetdevsStep, CheckTrafficStep, ExecStep,
-                                    Expectation, FdbStep, MigrateStep, Nic, PairStep, Path_,
-                                    PauseStep, PlugPrimaryStep, Ref, SetLinkStep, SleepStep,
-                                    StartTrafficStep, Step, StepBase, StepModel, UnplugPrimaryStep,
-                                    VfMacStep)
+                                    Expectation, FdbStep, MtuStep, Nic, Path_, PauseStep,
+                                    PlugPrimaryStep, SetLinkStep, SleepStep, StartTrafficStep, Step,
+                                    UnplugPrimaryStep, VfMacStep)
+from testbed.scenario_run_steps import (ContStep, MigrateStep, MigrationStepBase, ResetStep, SaveRestoreStep,
+                                        StopStep)
+from testbed.scenario_step_base import PairStep, Ref, StepBase, StepModel
 from testbed.scenario_template import render_template
 from testbed.scenario_values import MAC_RE, NAME_RE, Strict
 
@@ -29,6 +31,7 @@ __all__ = [
     "Step", "STEP_ACTIONS", "STEP_TYPES", "StepModel", "StepBase", "PairStep", "Ref",
     "AnnounceSelfStep", "BootStep", "CheckDeviceStep", "CheckNetdevsStep", "CheckTrafficStep",
     "ExecStep", "FdbStep", "MigrateStep", "PauseStep", "PlugPrimaryStep", "SetLinkStep", "SleepStep",
-    "StartTrafficStep", "UnplugPrimaryStep", "VfMacStep",
+    "StartTrafficStep", "UnplugPrimaryStep", "VfMacStep", "MigrationStepBase", "SaveRestoreStep",
+    "StopStep", "ContStep", "ResetStep", "MtuStep",
     "Expectation", "Nic", "Path_", "MAC_RE", "NAME_RE", "Strict",
 ]

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Sequence
 
-from testbed.scenario_steps import (BootStep, CheckNetdevsStep, CheckTrafficStep, Expectation, MigrateStep,
+from testbed.scenario_run_steps import MigrationStepBase
+from testbed.scenario_steps import (BootStep, CheckNetdevsStep, CheckTrafficStep, Expectation,
                                     PlugPrimaryStep, StartTrafficStep, StepModel, UnplugPrimaryStep)
 from testbed.scenario_values import MAX_TOTAL_MEMORY_MIB, KeyedValueError
 
@@ -91,10 +92,11 @@ def check_migrations(vms: Sequence["VM"], steps: Sequence[StepModel]) -> None:
                 p.name == step.pair and p.primary is not None and p.primary.kind.value == "igb-vf"
                 for vm in vms if vm.name == step.vm for p in vm.pairs):
             plugged.add((step.vm, step.pair))
-        elif isinstance(step, MigrateStep):
+        elif isinstance(step, MigrationStepBase):
             live = sorted(pair for vm, pair in plugged if vm == step.vm)
             if live:
-                raise KeyedValueError(f"steps[{i}]", f"migrates {step.vm} with the igb-vf primary of "
+                verb = "migrates" if step.action == "migrate" else "saves"
+                raise KeyedValueError(f"steps[{i}]", f"{verb} {step.vm} with the igb-vf primary of "
                                       f"{', '.join(live)} plugged: {IGB_VF_MIGRATION}")
 
 

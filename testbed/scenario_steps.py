@@ -4,53 +4,15 @@ what it needs of those pairs (pair_needs()), so the scenario's cross-checks neve
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import TYPE_CHECKING, Annotated, Any, Literal, NamedTuple, Union, get_args
+from typing import Annotated, Any, Literal, Union, get_args
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, field_validator
 
-from testbed.scenario_values import MAX_TEXT, Strict, check_mac
+from testbed.scenario_run_steps import ContStep, MigrateStep, ResetStep, SaveRestoreStep, StopStep
+from testbed.scenario_step_base import PairStep, Ref, StepBase, StepModel, VmStep, no_duplicates
+from testbed.scenario_values import MAX_TEXT, check_mac
 
 MAX_ARGV = 256  # items of an exec argv
-
-
-class Ref(NamedTuple):
-    """A VM or pair name a step refers to, with the key (inside the step) that names it."""
-    key: str
-    name: str
-
-
-def _no_duplicates(values: list[str] | None, what: str) -> list[str] | None:
-    for i, value in enumerate(values or []):
-        if value in values[:i]:  # type: ignore[index]
-            raise ValueError(f"{what} {value!r} is listed twice")
-    return values
-
-
-class StepModel(Strict):
-    """What every step declares for the scenario's cross-checks."""
-    if TYPE_CHECKING:
-        action: str  # each step model's Literal
-
-    def references(self) -> tuple[list[Ref], list[Ref]]:
-        """The VMs this step names, and the pairs (of its one VM) it names."""
-        return [], []
-
-    def pair_needs(self) -> frozenset[str]:
-        """What the named pair must have: "primary" and/or "address"."""
-        return frozenset()
-
-
-class StepBase(StepModel):
-    timeout_s: float = Field(60.0, gt=0, le=3600)
-
-
-class VmStep(StepBase):
-    """A step about one VM (each declares `vm` itself, after `action`)."""
-    if TYPE_CHECKING:
-        vm: str
-
-    def references(self) -> tuple[list[Ref], list[Ref]]:
-        return [Ref("vm", self.vm)], []
 
 
 class BootStep(StepBase):
@@ -66,7 +28,7 @@ class BootStep(StepBase):
     @field_validator("vms")
     @classmethod
     def _unique(cls, value: list[str] | None) -> list[str] | None:
-        return _no_duplicates(value, "VM")
+        return no_duplicates(value, "VM")
 
     def references(self) -> tuple[list[Ref], list[Ref]]:
         return [Ref(f"vms[{i}]", name) for i, name in enumerate(self.vms or [])], []
@@ -89,7 +51,7 @@ class CheckNetdevsStep(VmStep):
     @field_validator("pairs")
     @classmethod
     def _unique(cls, value: list[str] | None) -> list[str] | None:
-        return _no_duplicates(value, "pair")
+        return no_duplicates(value, "pair")
 
     def references(self) -> tuple[list[Ref], list[Ref]]:
         return [Ref("vm", self.vm)], [Ref(f"pairs[{i}]", name) for i, name in enumerate(self.pairs or [])]
@@ -112,14 +74,6 @@ class CheckDeviceStep(VmStep):
 class SleepStep(StepModel):
     action: Literal["sleep"]
     seconds: float = Field(gt=0, le=600)
-
-
-class PairStep(StepBase):
-    vm: str
-    pair: str
-
-    def references(self) -> tuple[list[Ref], list[Ref]]:
-        return [Ref("vm", self.vm)], [Ref("pair", self.pair)]
 
 
 class StartTrafficStep(PairStep):
@@ -268,30 +222,22 @@ class PauseStep(StepModel):
     message: str = Field("", max_length=MAX_TEXT)
 
 
-class MigrateStep(VmStep):
-    """Live-migrates a VM to a destination QEMU (same devices, -incoming defer, its own taps on the
-    other host's bridge) over a unix socket, then carries on with the destination. count > 1 goes
-    back and forth. QEMU itself unplugs failover_pair_id primaries (wait-unplug) and waits forever
-    for the guest; the testbed cancels after wait_unplug_timeout_s."""
-    action: Literal["migrate"]
-    vm: str
-    count: int = Field(1, ge=1, le=50)
-    timeout_s: float = Field(120.0, gt=0, le=3600)
-    wait_unplug_timeout_s: float = Field(30.0, gt=0, le=3600)
-    cancel_in: Literal["wait-unplug", "active"] | None = None
-    expect: Literal["completed", "cancelled"] = "completed"
-    wait_for_pairs: bool = True  # after completion: wait for the destination guest's pairs
+class MtuStep(PairStep):
+    """`ip link set dev NETDEV mtu N` in the guest, on the pair's failover master, standby or primary
+    (found by role). expect_error: the command must fail, with this text in its error."""
+    action: Literal["mtu"]
+    nic: Literal["failover", "standby", "primary"] = "failover"
+    mtu: int = Field(ge=68, le=65535)
+    expect_error: Annotated[str, Field(max_length=MAX_TEXT)] | None = None
 
-    @model_validator(mode="after")
-    def _cancel_means_cancelled(self) -> "MigrateStep":
-        if self.cancel_in and self.expect != "cancelled":
-            raise ValueError("cancel_in cancels the migration: set expect: cancelled")
-        return self
+    def pair_needs(self) -> frozenset[str]:
+        return frozenset({"primary"}) if self.nic == "primary" else frozenset()
 
 
 Step = Annotated[Union[BootStep, CheckNetdevsStep, CheckDeviceStep, SleepStep, StartTrafficStep,
                        UnplugPrimaryStep, PlugPrimaryStep, SetLinkStep, AnnounceSelfStep, FdbStep,
-                       VfMacStep, ExecStep, CheckTrafficStep, MigrateStep, PauseStep],
+                       VfMacStep, ExecStep, CheckTrafficStep, MigrateStep, SaveRestoreStep, StopStep,
+                       ContStep, ResetStep, MtuStep, PauseStep],
                  Field(discriminator="action")]
 
 STEP_TYPES: tuple[type[StepModel], ...] = get_args(get_args(Step)[0])

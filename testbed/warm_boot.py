@@ -132,7 +132,7 @@ def _set_capabilities(machine: "QemuMachine") -> None:
         {"capability": "events", "state": True}, {"capability": "mapped-ram", "state": True}]})
 
 
-def _wait_migration(machine: "QemuMachine", since: int, timeout: float, what: str) -> None:
+def wait_migration(machine: "QemuMachine", since: int, timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     seen = []
     while True:
@@ -158,7 +158,7 @@ def save(machine: "QemuMachine", path: Path) -> float:
     _set_capabilities(machine)
     cursor = machine.events.cursor()
     machine.qmp.execute("migrate", {"uri": f"file:{path}"})
-    _wait_migration(machine, cursor, SAVE_TIMEOUT_S, f"saving to {path}")
+    wait_migration(machine, cursor, SAVE_TIMEOUT_S, f"saving to {path}")
     return round(time.monotonic() - started, 3)
 
 
@@ -170,7 +170,7 @@ def restore(ctx: "RunContext", name: str, state: Path, label: str) -> "QemuMachi
     _set_capabilities(machine)
     cursor = machine.events.cursor()
     machine.qmp.execute("migrate-incoming", {"uri": f"file:{state}"})
-    _wait_migration(machine, cursor, ctx.timeout(60), f"restoring from {state}")
+    wait_migration(machine, cursor, ctx.timeout(60), f"restoring from {state}")
     machine.watched = True
     if machine.qmp.execute("query-status").get("status") != "running":
         machine.cont()

@@ -5,11 +5,13 @@ from pathlib import Path
 import pytest
 
 from testbed.runner import RunOptions, live_run
-from testbed.scenario import (AnnounceSelfStep, BootStep, ExecStep, FdbStep, SleepStep,
-                              StartTrafficStep, load_scenario)
+from testbed.scenario import (AnnounceSelfStep, BootStep, CheckNetdevsStep, ContStep, ExecStep, FdbStep,
+                              MtuStep, PlugPrimaryStep, ResetStep, SaveRestoreStep, SleepStep,
+                              StartTrafficStep, StopStep, UnplugPrimaryStep, load_scenario)
 
 REPO = Path(__file__).parent.parent
 pytestmark = pytest.mark.guest
+MTU_REFUSED = "mtu greater than device maximum"
 
 
 def _shares(record):
@@ -66,3 +68,61 @@ def test_exec_fdb_and_announce_self(tmp_path):
         assert rx["primary"] > 100 and tx["primary"] > 100, (rx, tx)
         ping = run.ctx.traffic[("vm1", "net0")].ping.result([])
         assert max(g.ms for g in ping.gaps) > 1000  # the black hole shows as a gap
+
+
+def test_stop_cont_mtu_save_restore_and_reset(tmp_path):
+    scenario = load_scenario(REPO / "scenarios/standby-pci.yaml")
+    with live_run(scenario, RunOptions(artifacts_dir=tmp_path / "art")) as run:
+        assert run.step(BootStep(action="boot")).ok
+        vm = run.ctx.machine("vm1")
+
+        stopped = run.step(StopStep(action="stop", vm="vm1"))
+        assert stopped.ok and stopped.details["status"] == "paused"
+        assert vm.qmp.execute("query-status")["status"] == "paused"
+        resumed = run.step(ContStep(action="cont", vm="vm1"))
+        assert resumed.ok and resumed.details["status"] == "running"
+
+        # The master's MTU goes to its slaves (net_failover_change_mtu sets the primary's, then the
+        # standby's). One above the e1000e primary's maximum is refused, and the step can expect that.
+        mtu = run.step(MtuStep(action="mtu", vm="vm1", pair="net0", mtu=1400))
+        assert mtu.ok and sorted(mtu.details["mtus"].values()) == [1400, 1400, 1400], mtu.details
+        too_big = run.step(MtuStep(action="mtu", vm="vm1", pair="net0", mtu=16000, expect_error=MTU_REFUSED))
+        assert too_big.ok and too_big.details["exit_status"] != 0, too_big.details
+        wrong = run.step(MtuStep(action="mtu", vm="vm1", pair="net0", mtu=1500, expect_error="anything"))
+        assert not wrong.ok and "exited 0 (no error), expected an error with 'anything'" in wrong.error
+
+        # virsh save / virsh restore of a running VM: QEMU's failover unplugs the primary for the save
+        # and the restored QEMU plugs it back once the guest's STANDBY is seen.
+        first_qemu = vm
+        saved = run.step(SaveRestoreStep(action="save-restore", vm="vm1"))
+        assert saved.ok, saved.error
+        assert saved.details["status"] == "completed" and saved.details["restored_running"] is True
+        record = run.ctx.report.migrations[-1]
+        assert record.transport == "file" and record.saved_paused is False
+        assert [e["event"] for e in record.events].count("UNPLUG_PRIMARY") == 1
+        assert [e["event"] for e in record.destination_events].count("FAILOVER_NEGOTIATED") == 1
+        assert run.ctx.machine("vm1") is not first_qemu and not first_qemu.alive()
+        assert run.step(CheckNetdevsStep(action="check-netdevs", vm="vm1", expect="paired")).ok
+
+        # A stopped VM is saved stopped and restored stopped (its primary unplugged first: QEMU would
+        # wait for ever for a stopped guest to eject it, zoo item 1).
+        assert run.step(UnplugPrimaryStep(action="unplug-primary", vm="vm1", pair="net0")).ok
+        assert run.step(StopStep(action="stop", vm="vm1")).ok
+        paused = run.step(SaveRestoreStep(action="save-restore", vm="vm1"))
+        assert paused.ok, paused.error
+        assert paused.details["saved_paused"] is True and paused.details["restored_running"] is False
+        assert run.step(ContStep(action="cont", vm="vm1")).ok
+        assert run.step(PlugPrimaryStep(action="plug-primary", vm="vm1", pair="net0")).ok
+
+        # Restarts: QMP system_reset, then a reboot from inside; each ends with SSH and the pairs back.
+        hard = run.step(ResetStep(action="reset", vm="vm1"))
+        assert hard.ok, hard.error
+        assert hard.details["reset_event"] == {"guest": False, "reason": "host-qmp-system-reset"}
+        soft = run.step(ResetStep(action="reset", vm="vm1", how="reboot"))
+        assert soft.ok, soft.error
+        assert soft.details["reset_event"] == {"guest": True, "reason": "guest-reset"}
+        uptime = run.step(ExecStep(action="exec", vm="vm1", command=["cat", "/proc/uptime"]))
+        assert float(uptime.details["stdout"].split()[0]) < soft.details["pairs_after_s"] + 5
+        # the reboot action is QEMU's -no-reboot again: a guest that resets by itself ends the run
+        assert run.ctx.machine("vm1").qmp.execute("query-status")["status"] == "running"
+        assert run.step(CheckNetdevsStep(action="check-netdevs", vm="vm1", expect="paired")).ok

@@ -19,8 +19,10 @@ from testbed.waiting import wait_until
 logger = logging.getLogger(__name__)
 
 
-def _connect(ctx: RunContext, name: str, step: BootStep, marker: bool) -> dict[str, Any]:
-    """SSH into a started VM; its seconds since launch, and where its clock sits on the run's."""
+def connect_booted(ctx: RunContext, name: str, timeout_s: float, marker: bool,
+                   console_from: int = 0) -> dict[str, Any]:
+    """SSH into a VM whose guest is booting; its seconds since launch, and where its clock sits on
+    the run's. console_from: where on the serial console this boot's marker is to be looked for."""
     machine = ctx.machine(name)
     if name in ctx.shells:
         ctx.shells.pop(name).close()
@@ -28,8 +30,8 @@ def _connect(ctx: RunContext, name: str, step: BootStep, marker: bool) -> dict[s
     ctx.shells[name] = shell
     try:
         if marker:  # a restored guest printed its marker in the run that saved it
-            machine.wait_for_console("testbed: ssh up", ctx.timeout(step.timeout_s))
-        shell.connect(ctx.timeout(step.timeout_s), alive=machine.alive)
+            machine.wait_for_console("testbed: ssh up", ctx.timeout(timeout_s), after=console_from)
+        shell.connect(ctx.timeout(timeout_s), alive=machine.alive)
     except TestbedError as e:
         raise StepFailed(f"{e}\n{machine.stderr_tail()}") from e
     timings = {"ssh_ready_s": round(ctx.clock.now() - (machine.launched_at or 0), 3)}
@@ -53,7 +55,7 @@ def _pairs_ready(ctx: RunContext, name: str, step: BootStep, timings: dict[str, 
 def _resume(ctx: RunContext, name: str, step: BootStep, state: Path, label: str) -> dict[str, Any]:
     """Restores the VM from state and checks it as a boot would: SSH, then the pairs."""
     warm_boot.restore(ctx, name, state, label)
-    timings = _connect(ctx, name, step, marker=False)
+    timings = connect_booted(ctx, name, step.timeout_s, marker=False)
     warm_boot.settle_restored(ctx, name)
     warm_boot.replug_guest_vfs(ctx, name)
     _pairs_ready(ctx, name, step, timings)
@@ -119,7 +121,7 @@ def boot(ctx: RunContext, step: BootStep) -> dict[str, Any]:
     for name in names:
         timings = restored.get(name)
         if timings is None:
-            timings = _connect(ctx, name, step, marker=True)
+            timings = connect_booted(ctx, name, step.timeout_s, marker=True)
             _pairs_ready(ctx, name, step, timings)
             if warm[name].wants_snapshot():
                 cold = dict(timings)

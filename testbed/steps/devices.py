@@ -10,7 +10,8 @@ from testbed.hold import hold
 from testbed.plan import NicPlan
 from testbed.qemu_argv import primary_props
 from testbed.run_context import RunContext
-from testbed.scenario import (AnnounceSelfStep, ExecStep, Expectation, FdbStep, Nic, PauseStep,
+from testbed.guest_probe import read_netdevs
+from testbed.scenario import (AnnounceSelfStep, ExecStep, Expectation, FdbStep, MtuStep, Nic, PauseStep,
                               PlugPrimaryStep, SetLinkStep, SleepStep, UnplugPrimaryStep, VfMacStep)
 from testbed.steps.pairs import pairs_check
 from testbed.steps.registry import handles
@@ -107,6 +108,36 @@ def exec_(ctx: RunContext, step: ExecStep) -> dict[str, Any]:
         where = "the host" if step.where == "host" else step.vm
         raise StepFailed(f"{where}: {step.command!r} exited {result.exit_status}, expected "
                          f"{step.expect_status}: {(result.stderr or result.stdout).strip()[-500:]}")
+    return details
+
+
+@handles(MtuStep)
+def mtu(ctx: RunContext, step: MtuStep) -> dict[str, Any]:
+    """The netdev is found by its role and the pair's MAC, as the pairs check finds it: its name is
+    udev's."""
+    shell = ctx.shell(step.vm)
+    mac = ctx.plan(step.vm).pair(step.pair).pair.mac
+    netdevs = read_netdevs(shell)
+    found = [n for n in netdevs if n.role.value == step.nic and n.mac == mac]
+    if len(found) != 1:
+        raise StepFailed(f"{step.vm}: expected one {step.nic} netdev with MAC {mac}, found "
+                         f"{[n.name for n in found] or 'none'}")
+    name = found[0].name
+    result = shell.run(["ip", "link", "set", "dev", name, "mtu", str(step.mtu)], check=False,
+                       timeout=ctx.timeout(step.timeout_s))
+    names = [n.name for n in read_netdevs(shell) if n.mac == mac]
+    listed = shell.run(["sh", "-c", 'for n; do echo "$n $(cat "/sys/class/net/$n/mtu")"; done', "sh", *names],
+                       timeout=20, check=False).stdout
+    after = {fields[0]: int(fields[1]) for fields in (line.split() for line in listed.splitlines())
+             if len(fields) == 2 and fields[1].isdigit()}
+    details = {"netdev": name, "exit_status": result.exit_status, "stderr": result.stderr.strip()[-500:],
+               "mtus": after}
+    if step.expect_error is None and result.exit_status != 0:
+        raise StepFailed(f"{step.vm}: ip link set dev {name} mtu {step.mtu} failed: {result.stderr.strip()}")
+    if step.expect_error is not None and (result.exit_status == 0 or step.expect_error not in result.stderr):
+        raise StepFailed(f"{step.vm}: ip link set dev {name} mtu {step.mtu} exited {result.exit_status} "
+                         f"({result.stderr.strip() or 'no error'}), expected an error with "
+                         f"{step.expect_error!r}")
     return details
 
 

@@ -11,9 +11,10 @@ from testbed.guest_shell import GuestShell
 from testbed.machine import QemuMachine
 from testbed.report import MigrationRecord
 from testbed.run_context import RunContext
-from testbed.scenario import MigrateStep
+from testbed.scenario import MigrateStep, MigrationStepBase, SaveRestoreStep
 from testbed.steps.pairs import expected_now
 from testbed.steps.registry import handles
+from testbed.warm_boot import wait_migration
 from testbed.waiting import wait_until
 
 logger = logging.getLogger(__name__)
@@ -26,7 +27,7 @@ CANCEL_GRACE_S = 30 + 15
 TERMINAL = {"completed", "failed", "cancelled"}
 
 
-def _follow_migration(ctx: RunContext, src: QemuMachine, step: MigrateStep, since: int) -> tuple[str, str | None, list]:
+def _follow_migration(ctx: RunContext, src: QemuMachine, step: MigrationStepBase, since: int) -> tuple[str, str | None, list]:
     """Follows the source's MIGRATION events to a terminal status. Cancels in wait-unplug after
     wait_unplug_timeout_s (QEMU would wait forever), or where cancel_in says."""
     statuses: list[tuple[float, str]] = []
@@ -73,6 +74,22 @@ def _reconnect(ctx: RunContext, vm: str, timeout: float) -> None:
     ctx.shells[vm] = shell
 
 
+def _run_source(ctx: RunContext, src: QemuMachine, step: MigrationStepBase, entry: MigrationRecord, cursor: int,
+                started: float) -> str:
+    """Follows the source's migration to its end and writes what it showed into entry."""
+    status, cancelled_by, statuses = _follow_migration(ctx, src, step, cursor)
+    info = src.qmp.execute("query-migrate")
+    wait_unplug_ms = next((round((statuses[i + 1][0] - t) * 1000, 1) for i, (t, s) in enumerate(statuses[:-1])
+                           if s == "wait-unplug"), None)
+    entry.status, entry.cancelled_by = status, cancelled_by
+    entry.started_s, entry.ended_s = round(started, 3), round(ctx.clock.now(), 3)
+    entry.statuses = [s for _, s in statuses]
+    entry.total_time_ms, entry.downtime_ms = info.get("total-time"), info.get("downtime")
+    entry.setup_time_ms, entry.wait_unplug_ms = info.get("setup-time"), wait_unplug_ms
+    entry.events = _events_since(src, cursor)
+    return status
+
+
 def _migrate_once(ctx: RunContext, step: MigrateStep, number: int) -> MigrationRecord:
     ctx.start_deadline(step.timeout_s + CANCEL_GRACE_S)  # timeout_s is per migration, count may be > 1
     src = ctx.machine(step.vm)
@@ -92,16 +109,7 @@ def _migrate_once(ctx: RunContext, step: MigrateStep, number: int) -> MigrationR
     src_cursor, dst_cursor = src.events.cursor(), dst.events.cursor()
     started = ctx.clock.now()
     src.qmp.execute("migrate", {"uri": uri})
-    status, cancelled_by, statuses = _follow_migration(ctx, src, step, src_cursor)
-    info = src.qmp.execute("query-migrate")
-    wait_unplug_ms = next((round((statuses[i + 1][0] - t) * 1000, 1) for i, (t, s) in enumerate(statuses[:-1])
-                           if s == "wait-unplug"), None)
-    entry.status, entry.cancelled_by = status, cancelled_by
-    entry.started_s, entry.ended_s = round(started, 3), round(ctx.clock.now(), 3)
-    entry.statuses = [s for _, s in statuses]
-    entry.total_time_ms, entry.downtime_ms = info.get("total-time"), info.get("downtime")
-    entry.setup_time_ms, entry.wait_unplug_ms = info.get("setup-time"), wait_unplug_ms
-    entry.events = _events_since(src, src_cursor)
+    status = _run_source(ctx, src, step, entry, src_cursor, started)
     if status == "completed":
         ctx.machines[step.vm] = dst
         dst.watched = True  # from now on its death is the VM's death
@@ -140,3 +148,66 @@ def migrate(ctx: RunContext, step: MigrateStep) -> dict[str, Any]:
                          f"{last.statuses}")
     return {"migrations": [{k: getattr(e, k) for k in ("number", "status", "total_time_ms", "downtime_ms",
                                                    "wait_unplug_ms", "cancelled_by")} for e in entries]}
+
+
+def _running(machine: QemuMachine) -> bool:
+    return machine.qmp.execute("query-status").get("status") == "running"
+
+
+@handles(SaveRestoreStep)
+def save_restore(ctx: RunContext, step: SaveRestoreStep) -> dict[str, Any]:
+    """virsh save, then virsh restore: a plain migration stream to a file, the QEMU shut down, a new
+    QEMU on the same taps loading it. The restored VM runs only if it was running when saved."""
+
+    ctx.start_deadline(step.timeout_s + CANCEL_GRACE_S)
+    src = ctx.machine(step.vm)
+    number = len(ctx.report.migrations) + 1
+    state = ctx.scratch_dir() / f"{step.vm}-save{number}.state"
+    label = f"{step.vm}-restore{number}"
+    entry = MigrationRecord(vm=step.vm, number=1, from_slot=src.plan.slot, to_slot=src.plan.slot,
+                            destination_artifacts=str(ctx.options.artifacts_dir / label), transport="file")
+    ctx.report.migrations.append(entry)
+    was_running = _running(src)
+    entry.saved_paused = not was_running
+    src.qmp.execute("migrate-set-capabilities", {"capabilities": [{"capability": "events", "state": True}]})
+    cursor, started = src.events.cursor(), ctx.clock.now()
+    src.qmp.execute("migrate", {"uri": f"file:{state}"})
+    status = _run_source(ctx, src, step, entry, cursor, started)
+    details: dict[str, Any] = {"status": status, "saved_paused": entry.saved_paused,
+                               "total_time_ms": entry.total_time_ms, "wait_unplug_ms": entry.wait_unplug_ms,
+                               "cancelled_by": entry.cancelled_by}
+    if status != "completed":
+        if step.wait_for_pairs and _running(src):
+            waited = wait_until(expected_now(ctx, step.vm), ctx.timeout(60),
+                                f"{step.vm}'s pairs back after a {status} save")
+            entry.source_pairs_ready_after_s = round(waited, 3)
+    else:
+        ctx.retire(src)  # virsh save ends the domain; its taps go to the restored QEMU
+        launched = ctx.clock.now()
+        dst = ctx.new_machine(step.vm, src.plan.slot, incoming=True, label=label)
+        ctx.machines[step.vm] = dst
+        dst.launch()
+        dst.qmp.execute("migrate-set-capabilities",
+                        {"capabilities": [{"capability": "events", "state": True}]})
+        dst_cursor = dst.events.cursor()
+        dst.qmp.execute("migrate-incoming", {"uri": f"file:{state}"})
+        wait_migration(dst, dst_cursor, ctx.timeout(step.timeout_s), f"restoring from {state}")
+        dst.watched = True
+        entry.restore_ms = round((ctx.clock.now() - launched) * 1000, 1)
+        state.unlink(missing_ok=True)
+        running = _running(dst)
+        details.update(restore_ms=entry.restore_ms, restored_running=running)
+        if running != was_running:
+            raise StepFailed(f"{step.vm}: saved {'running' if was_running else 'paused'} but restored "
+                             f"{'running' if running else 'paused'}")
+        if running:
+            _reconnect(ctx, step.vm, ctx.timeout(60))
+            if step.wait_for_pairs:
+                waited = wait_until(expected_now(ctx, step.vm), ctx.timeout(step.timeout_s),
+                                    f"{step.vm}'s pairs after the restore")
+                entry.destination_pairs_ready_after_s = round(waited, 3)
+        entry.destination_events = _events_since(dst, 0)
+    if status != step.expect:
+        raise StepFailed(f"{step.vm}: the save ended {status!r} (cancelled by {entry.cancelled_by}), expected "
+                         f"{step.expect!r}; statuses {entry.statuses}")
+    return details

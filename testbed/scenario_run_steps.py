@@ -1,0 +1,67 @@
+"""Step models that change how a VM runs: live migration, save and restore through a file, stop and
+cont, and a restart of the guest."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from testbed.scenario_step_base import VmStep
+
+
+class MigrationStepBase(VmStep):
+    """What a live migration and a save to a file share: QEMU itself unplugs failover_pair_id
+    primaries (wait-unplug) and waits forever for the guest; the testbed cancels after
+    wait_unplug_timeout_s."""
+    vm: str
+    timeout_s: float = Field(120.0, gt=0, le=3600)
+    wait_unplug_timeout_s: float = Field(30.0, gt=0, le=3600)
+    cancel_in: Literal["wait-unplug", "active"] | None = None
+    expect: Literal["completed", "cancelled"] = "completed"
+    wait_for_pairs: bool = True  # after completion: wait for the resumed guest's pairs
+
+    @model_validator(mode="after")
+    def _cancel_means_cancelled(self) -> "MigrationStepBase":
+        if self.cancel_in and self.expect != "cancelled":
+            raise ValueError("cancel_in cancels the migration: set expect: cancelled")
+        return self
+
+
+class MigrateStep(MigrationStepBase):
+    """Live-migrates a VM to a destination QEMU (same devices, -incoming defer, its own taps on the
+    other host's bridge) over a unix socket, then carries on with the destination. count > 1 goes
+    back and forth."""
+    action: Literal["migrate"]
+    count: int = Field(1, ge=1, le=50)
+
+
+class SaveRestoreStep(MigrationStepBase):
+    """What `virsh save` then `virsh restore` do: migrates the VM to a file (a plain migration
+    stream), shuts its QEMU down, then starts a new QEMU on the same taps with -incoming and loads the
+    file. A VM stopped by an earlier `stop` step is saved stopped, as libvirt saves a paused domain."""
+    action: Literal["save-restore"]
+
+
+class StopStep(VmStep):
+    """QMP stop: the VM's vCPUs halt (the guest sees nothing; its clock jumps on cont)."""
+    action: Literal["stop"]
+    vm: str
+
+
+class ContStep(VmStep):
+    """QMP cont: a stopped VM runs again."""
+    action: Literal["cont"]
+    vm: str
+
+
+class ResetStep(VmStep):
+    """Restarts the guest and waits until it is back as after boot (SSH, then its pairs unless
+    wait_for_pairs is false). how: system-reset is QMP system_reset (a hard reset, no shutdown in the
+    guest); reboot is `reboot -f` in the guest. Traffic probes running across it see the gap, and the
+    guest's own end of a TCP probe does not survive it: start the traffic again afterwards."""
+    action: Literal["reset"]
+    vm: str
+    how: Literal["system-reset", "reboot"] = "system-reset"
+    timeout_s: float = Field(120.0, gt=0, le=3600)
+    wait_for_pairs: bool = True
