@@ -74,11 +74,11 @@ def check_network(network: "Network", vms: Sequence["VM"], steps: Sequence[StepM
 
 
 IGB_VF_MIGRATION = (
-    "an in-guest igb VF does not survive a live migration: QEMU's igbvf device has no migration state "
+    "an in-guest igb VF does not survive a migration or a save: QEMU's igbvf device has no migration state "
     "(hw/net/igbvf.c registers no VMStateDescription), so on the destination the VF's PCI config is "
     "reset (bus mastering and MSI-X off) while igbvf still drives it, and the pair goes silent "
-    "(docs/failures.md, zoo item 25). Unplug the primary before the migrate step and plug it back "
-    "after, as seed-live-migration.yaml does, or use a pci primary")
+    "(docs/findings/igbvf-no-migration-state.md, zoo item 25). Unplug the primary before the step and "
+    "plug it back after, as seed-live-migration.yaml does, or use a pci primary")
 
 
 def check_migrations(vms: Sequence["VM"], steps: Sequence[StepModel]) -> None:

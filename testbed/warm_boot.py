@@ -50,7 +50,7 @@ def cold_reasons(ctx: "RunContext", name: str, step: BootStep) -> list[str]:
     of the boot itself, or what a save and restore cannot carry."""
     reasons = []
     if ctx.scenario.host.kind.value != "namespace":
-        reasons.append("guests in a host VM are not snapshotted yet")
+        reasons.append("guests in a host VM are not snapshotted yet (docs/findings/host-vm-snapshot.md)")
     if tuple(ctx.qemu.version[:2]) < MAPPED_RAM_SINCE:
         reasons.append(f"QEMU {ctx.qemu.version_text} has no mapped-ram (9.0+)")
     vm = next(v for v in ctx.scenario.vms if v.name == name)

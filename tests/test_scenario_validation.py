@@ -246,12 +246,15 @@ def test_migrating_with_an_in_guest_igb_vf_plugged_is_refused_with_the_reason(tm
         load_scenario(_write(tmp_path, IGB_VF % ""))
     assert e.value.key == "steps[1]"
     assert e.value.reason.startswith("migrates vm1 with the igb-vf primary of net0 plugged: an in-guest igb VF "
-                                     "does not survive a live migration: QEMU's igbvf device has no migration state")
+                                     "does not survive a migration or a save: QEMU's igbvf device has no migration state")
     replugged = "  - {action: unplug-primary, vm: vm1, pair: net0}\n  - {action: plug-primary, vm: vm1, pair: net0}"
     with pytest.raises(ScenarioError, match="igb-vf primary of net0 plugged"):
         load_scenario(_write(tmp_path, IGB_VF % replugged))
     unplugged = load_scenario(_write(tmp_path, IGB_VF % "  - {action: unplug-primary, vm: vm1, pair: net0}"))
     assert unplugged.steps[-1].action == "migrate"
+    saved = IGB_VF.replace("{action: migrate, vm: vm1}", "{action: save-restore, vm: vm1}")
+    with pytest.raises(ScenarioError, match="saves vm1 with the igb-vf primary of net0 plugged"):
+        load_scenario(_write(tmp_path, saved % ""))
 
 
 HOST_VM = """
