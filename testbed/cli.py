@@ -16,6 +16,7 @@ from rich.markup import escape
 from rich.text import Text
 
 from testbed.artifacts import new_artifacts_dir
+from testbed.bug_verdict import Verdict, exit_status
 from testbed.errors import ScenarioError, TestbedError
 from testbed.images import LocalKernel, ensure_image
 from testbed.plan import plan_machines
@@ -83,12 +84,18 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
                 logging.getLogger("testbed").removeHandler(handler)
     else:
         report = run_scenario(scenario, options)
-    if not args.quiet or not report.passed:
+    if not args.quiet or (not report.passed and report.verdict is None):
         print_report(console, report)
     # Written whole or not at all: a full disk gives an error, never a truncated report.
     report.write(artifacts / "report.json")
     if args.report:
         report.write(Path(args.report))
+    if report.verdict is not None:
+        verdict = Verdict(report.verdict)
+        status = exit_status(verdict, args.reproduced_is_good)
+        console.print(f"{report.scenario}: {verdict.value.upper()} (exit {status}): {report.verdict_evidence}",
+                      markup=False, highlight=False)
+        return status
     return 0 if report.passed else 1
 
 
@@ -194,6 +201,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--dry-run", action="store_true", help="print the QEMU command lines; start nothing")
     run.add_argument("--timeout-scale", type=float, default=1.0, help="multiply every step timeout")
     run.add_argument("--quiet", action="store_true", help="print only failures")
+    run.add_argument("--reproduced-is-good", action="store_true",
+                     help="bug scenarios: exit 0 when the bug is reproduced and 1 when it is not (to bisect for "
+                          "the fix); by default reproduced exits 1, not reproduced 0, and an error 125 (skip)")
     run.add_argument("--snapshot-cache-mib", type=int, metavar="MIB",
                      help="size limit of the warm-start snapshot cache; least recently used snapshots beyond it "
                           "are evicted (default: $TESTBED_SNAPSHOT_CACHE_MIB, else 4096)")

@@ -92,6 +92,9 @@ class ScenarioFailed(Exception):
 
 def describe_failure(report: RunReport) -> str:
     lines = [f"scenario {report.scenario} FAILED after {report.duration_s:.1f}s"]
+    if report.verdict is not None and report.bug is not None:
+        lines.append(f"  bug verdict: {report.verdict} (this project measured {report.bug['expect']} on its own "
+                     f"stack): {report.verdict_evidence}")
     for s in report.steps:
         mark = "ok " if s.ok else "FAIL"
         lines.append(f"  [{mark}] step {s.index} {s.action} ({s.started_s:.2f}s..{s.ended_s}s)"
@@ -137,6 +140,13 @@ class ScenarioItem(pytest.Item):
         report.write(options.artifacts_dir / "report.json")
         self.user_properties.append(("report", str(options.artifacts_dir / "report.json")))
         self.add_report_section("call", "testbed steps", step_table(report))
+        if report.verdict is not None and scenario.bug is not None:
+            # a bug scenario passes when its verdict is what the card says this stack shows
+            self.user_properties.append(("verdict", report.verdict))
+            self.user_properties.append(("verdict_evidence", report.verdict_evidence))
+            if report.verdict != scenario.bug.expect:
+                raise ScenarioFailed(report)
+            return
         if not report.passed:
             raise ScenarioFailed(report)
 
@@ -156,8 +166,35 @@ class ScenarioFile(pytest.File):
         yield ScenarioItem.from_parent(self, name=self.path.stem, path_for_scenario=self.path)
 
 
+VERDICT_STATUS = {"reproduced": ("r", "REPRODUCED"), "not-reproduced": ("n", "NOT REPRODUCED")}
+
+
+def _verdict(report: pytest.TestReport) -> tuple[str, str] | None:
+    props = dict(report.user_properties)
+    return (props["verdict"], props.get("verdict_evidence") or "") if "verdict" in props else None
+
+
+def pytest_report_teststatus(report: pytest.TestReport, config: pytest.Config):
+    """A bug scenario that passed shows its verdict (r / n, REPRODUCED / NOT REPRODUCED), never a bare pass."""
+    if report.when == "call" and report.passed and (found := _verdict(report)) is not None:
+        letter, word = VERDICT_STATUS[found[0]]
+        return "passed", letter, word
+    return None
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
+    rows = [(r.nodeid, *v) for r in terminalreporter.stats.get("passed", []) + terminalreporter.stats.get("failed", [])
+            if r.when == "call" and (v := _verdict(r)) is not None]
+    if rows:
+        terminalreporter.section("bug zoo verdicts")
+        for nodeid, verdict, evidence in rows:
+            terminalreporter.line(f"{VERDICT_STATUS[verdict][1]:15} {nodeid}: {evidence}")
+
+
 def pytest_collect_file(file_path: Path, parent: pytest.Collector):
-    if file_path.suffix == ".yaml" and file_path.parent.name == "scenarios":
+    in_scenarios = file_path.parent.name == "scenarios" or \
+        (file_path.parent.name == "zoo" and file_path.parent.parent.name == "scenarios")
+    if file_path.suffix == ".yaml" and in_scenarios:
         return ScenarioFile.from_parent(parent, path=file_path)
     return None
 

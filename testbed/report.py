@@ -124,6 +124,11 @@ class RunReport(BaseModel):
     host: HostInfo | None = None
     # The host kind and what it set up: for a host VM, its PFs, the VFs it passed through, its timings.
     topology: dict[str, Any] = {}
+    # A bug-zoo scenario: its card, and the run's verdict (reproduced, not-reproduced or error) with
+    # the evidence (testbed.bug_verdict).
+    bug: dict[str, Any] | None = None
+    verdict: str | None = None
+    verdict_evidence: str | None = None
     vms: dict[str, VmReport] = {}
     steps: list[StepRecord] = []
     traffic: list[TrafficReport] = []

@@ -15,6 +15,7 @@ from typing import Iterator
 
 from testbed.artifacts import check_room, make_scratch_dir, sweep_dead_scratch
 from testbed.clock import RunClock
+from testbed.bug_verdict import decide
 from testbed.errors import TestbedError
 from testbed.hold import hold
 from testbed.images import ensure_image
@@ -194,6 +195,9 @@ def run_scenario(scenario: Scenario, options: RunOptions) -> RunReport:
     except SetupFailed as e:
         report = e.report
     assert report is not None
+    if scenario.bug is not None:
+        verdict, report.verdict_evidence = decide(scenario, report)
+        report.verdict, report.bug = verdict.value, scenario.bug.model_dump()
     return report
 
 

@@ -170,3 +170,16 @@ def check_host(host_kind: str, vms: Sequence["VM"]) -> None:
             if host_kind == "vm" and kind not in (None, "host-vf"):
                 raise KeyedValueError(f"vms[{i}].pairs[{j}].primary.kind", f"{kind} primaries run on the namespace "
                                       "host; a host VM's guests take host-vf primaries")
+
+
+def check_symptoms(has_bug_card: bool, steps: Sequence[StepModel]) -> None:
+    """A bug scenario says which steps assert its symptom; other scenarios have no symptom steps."""
+    marked = [i for i, step in enumerate(steps) if step.symptom]
+    if not has_bug_card and marked:
+        raise KeyedValueError(f"steps[{marked[0]}].symptom", "only a scenario with a bug: card has symptom steps")
+    if has_bug_card and not marked:
+        raise KeyedValueError("bug", "a bug scenario needs at least one step with symptom: true (the steps "
+                              "that assert the bug's symptom)")
+    if has_bug_card and marked[0] == 0:
+        raise KeyedValueError("steps[0].symptom", "the boot step cannot be the symptom: a failed boot says "
+                              "nothing about the bug")

@@ -9,7 +9,9 @@ from typing import Annotated, Any, Literal, Union, get_args
 
 from pydantic import Field, field_validator, model_validator
 
-from testbed.scenario_checks import check_host, check_migrations, check_network, check_steps, check_vms, first_duplicate
+from testbed.bug_card import BugCard
+from testbed.scenario_checks import (check_host, check_migrations, check_network, check_steps, check_symptoms, check_vms,
+                                     first_duplicate)
 from testbed.scenario_steps import Step
 from testbed.scenario_values import (MARKER_RE, MAX_KERNEL_ARGS, MAX_MARKERS, MAX_PAIRS_PER_VM,
                                      MAX_PEER_ADDRESSES, MAX_STEPS, MAX_TEXT, MAX_VMS, NAME_RE,
@@ -158,6 +160,7 @@ class Scenario(Strict):
     host: Host = Host()
     vms: list[VM] = Field(min_length=1, max_length=MAX_VMS)
     steps: list[Step] = Field(min_length=1, max_length=MAX_STEPS)
+    bug: BugCard | None = None  # a bug-zoo scenario (docs/zoo.md)
 
     @field_validator("name")
     @classmethod
@@ -171,6 +174,7 @@ class Scenario(Strict):
         check_network(self.network, self.vms, self.steps)
         check_migrations(self.vms, self.steps)
         check_host(self.host.kind.value, self.vms)
+        check_symptoms(self.bug is not None, self.steps)
         return self
 
     def vm(self, name: str) -> VM:

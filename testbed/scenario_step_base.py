@@ -27,6 +27,8 @@ class StepModel(Strict):
     """What every step declares for the scenario's cross-checks."""
     if TYPE_CHECKING:
         action: str  # each step model's Literal
+    # In a scenario with a `bug:` card: this step asserts the bug's symptom (testbed.bug_verdict).
+    symptom: bool = False
 
     def references(self) -> tuple[list[Ref], list[Ref]]:
         """The VMs this step names, and the pairs (of its one VM) it names."""

@@ -175,7 +175,7 @@ def save_restore(ctx: RunContext, step: SaveRestoreStep) -> dict[str, Any]:
     status = _run_source(ctx, src, step, entry, cursor, started)
     details: dict[str, Any] = {"status": status, "saved_paused": entry.saved_paused,
                                "total_time_ms": entry.total_time_ms, "wait_unplug_ms": entry.wait_unplug_ms,
-                               "cancelled_by": entry.cancelled_by}
+                               "cancelled_by": entry.cancelled_by, "statuses": entry.statuses}
     if status != "completed":
         if step.wait_for_pairs and _running(src):
             waited = wait_until(expected_now(ctx, step.vm), ctx.timeout(60),

@@ -1,0 +1,78 @@
+"""The bug-zoo verdict and its exit statuses, from step records (pure logic), and the cards' checks."""
+
+import pytest
+
+from testbed.bug_verdict import BISECT_SKIP, Verdict, decide, exit_status
+from testbed.report import RunReport, StepRecord
+from testbed.scenario import load_scenario
+from testbed.errors import ScenarioError
+
+CARD = """
+bug:
+  title: t
+  component: kernel
+  affected: a
+  source: [s]
+  symptom: s
+  fixed: f
+vms:
+  - name: vm1
+    pairs: [{name: net0, mac: "52:54:00:00:12:54", primary: {kind: pci}}]
+steps:
+  - action: boot
+  - {action: sleep, seconds: 1}
+  - {action: exec, vm: vm1, command: "true", symptom: true}
+"""
+
+
+@pytest.fixture
+def scenario(tmp_path):
+    path = tmp_path / "bug.yaml"
+    path.write_text("name: bug\n" + CARD)
+    return load_scenario(path)
+
+
+def _report(oks, error=None, passed=None):
+    steps = [StepRecord(index=i, action=a, started_s=0.0, ok=ok, error=None if ok else f"{a} failed",
+                        details={"stdout": "Operation not supported\n"} if a == "exec" else {})
+             for i, (a, ok) in enumerate(oks)]
+    return RunReport(scenario="bug", scenario_file="", artifacts_dir="", steps=steps, error=error,
+                     passed=all(ok for _, ok in oks) if passed is None else passed)
+
+
+def test_all_steps_passed_is_reproduced_with_what_the_symptom_step_saw(scenario):
+    verdict, evidence = decide(scenario, _report([("boot", True), ("sleep", True), ("exec", True)]))
+    assert verdict == Verdict.REPRODUCED
+    assert evidence == "step 2 (exec) passed (stdout: Operation not supported)"
+
+
+def test_a_failed_symptom_step_is_not_reproduced_and_anything_else_is_an_error(scenario):
+    verdict, evidence = decide(scenario, _report([("boot", True), ("sleep", True), ("exec", False)]))
+    assert (verdict, evidence) == (Verdict.NOT_REPRODUCED, "step 2 (exec): exec failed")
+    verdict, evidence = decide(scenario, _report([("boot", True), ("sleep", False)]))
+    assert verdict == Verdict.ERROR and "step 1 (sleep) failed before the symptom could be checked" in evidence
+    verdict, evidence = decide(scenario, _report([], error="set-up failed: no QEMU", passed=False))
+    assert (verdict, evidence) == (Verdict.ERROR, "set-up failed: no QEMU")
+
+
+def test_exit_statuses_fit_git_bisect_run():
+    assert exit_status(Verdict.REPRODUCED) == 1 and exit_status(Verdict.NOT_REPRODUCED) == 0
+    assert exit_status(Verdict.REPRODUCED, reproduced_is_good=True) == 0
+    assert exit_status(Verdict.NOT_REPRODUCED, reproduced_is_good=True) == 1
+    assert exit_status(Verdict.ERROR) == exit_status(Verdict.ERROR, True) == BISECT_SKIP == 125
+
+
+@pytest.mark.parametrize("edit, key, reason", [
+    (lambda t: t.replace(", symptom: true", ""), "bug", "needs at least one step with symptom: true"),
+    (lambda t: t.replace("  - action: boot", "  - {action: boot, symptom: true}"), "steps[0].symptom",
+     "the boot step cannot be the symptom"),
+    (lambda t: t[t.index("vms:"):], "steps[2].symptom", "only a scenario with a bug: card has symptom steps"),
+    (lambda t: t.replace("  source: [s]\n", ""), "bug.source", "missing key 'source'"),
+    (lambda t: t.replace("component: kernel", "component: firmware"), "bug.component", "Input should be"),
+])
+def test_bad_cards_are_refused_with_the_key(tmp_path, edit, key, reason):
+    path = tmp_path / "bad.yaml"
+    path.write_text("name: bad\n" + edit(CARD))
+    with pytest.raises(ScenarioError) as e:
+        load_scenario(path)
+    assert e.value.key == key and reason in e.value.reason, (e.value.key, e.value.reason)

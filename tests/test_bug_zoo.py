@@ -1,0 +1,36 @@
+"""A bug-zoo scenario end to end through the CLI: its verdict, its evidence and the exit statuses that
+`git bisect run` reads. The zoo itself runs with `pytest scenarios/zoo` (not in the default suite)."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.guest
+ZOO_19 = Path(__file__).parent.parent / "scenarios" / "zoo" / "zoo-19-mac-change-refused.yaml"
+
+
+def _run(tmp_path: Path, name: str, *extra: str):
+    report = tmp_path / f"{name}.json"
+    done = subprocess.run([sys.executable, "-m", "testbed.cli", "run", str(ZOO_19), "--quiet", "--report",
+                           str(report), "--artifacts", str(tmp_path / name), *extra],
+                          capture_output=True, text=True, timeout=600)
+    return done, json.loads(report.read_text())
+
+
+def test_a_reproduced_bug_exits_for_git_bisect_and_shows_its_evidence(tmp_path):
+    done, report = _run(tmp_path, "default")
+    assert done.returncode == 1, done.stderr  # reproduced is `bad` by default
+    assert report["verdict"] == "reproduced" and report["bug"]["zoo_item"] == 19
+    assert "step 1 (exec) passed (stdout: RTNETLINK answers: Operation not supported)" in report["verdict_evidence"]
+    assert "zoo-19-mac-change-refused: REPRODUCED (exit 1): step 1 (exec) passed" in " ".join((done.stdout + done.stderr).split())
+
+    done, report = _run(tmp_path, "fix-search", "--reproduced-is-good")
+    assert done.returncode == 0 and report["verdict"] == "reproduced", done.stdout + done.stderr
+
+    # a run that cannot reach the symptom says nothing about the bug: git bisect's "skip"
+    done, report = _run(tmp_path, "error", "--timeout-scale", "0.001")
+    assert done.returncode == 125, done.stdout + done.stderr
+    assert report["verdict"] == "error" and "step 0 (boot) failed before the symptom" in report["verdict_evidence"]
