@@ -20,12 +20,13 @@ collect_ignore = [
 ]
 
 
-ZOO = Path(__file__).parent / "scenarios" / "zoo"
+ZOO = (Path(__file__).parent / "scenarios" / "zoo").resolve()
 
 
 def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
-    """The bug zoo runs when asked for (`pytest scenarios/zoo`, nightly CI), not in the default suite,
-    which keeps under 20 minutes on two cores; tests/test_bug_zoo.py runs one zoo item end to end."""
+    """The bug zoo runs when asked for (`pytest scenarios/zoo`; the nightly workflow asks), not in the
+    default suite, which keeps under 20 minutes on two cores; tests/test_bug_zoo.py runs one zoo item
+    end to end."""
     if collection_path != ZOO:
         return None
     asked = [Path(arg.split("::")[0]).resolve() for arg in config.args]

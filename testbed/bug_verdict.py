@@ -2,8 +2,10 @@
 
 A zoo scenario's steps assert the bug's symptom; the steps marked `symptom: true` are the assertion.
 - every step passed: the symptom was seen, `reproduced`;
-- the first failing step is a symptom step: `not-reproduced`, with its error as the evidence;
-- any other step failed (the set-up, a QEMU that died): `error`, which says nothing about the bug."""
+- the first failing step is a symptom step whose own check failed: `not-reproduced`, with its error
+  as the evidence;
+- any other failure (the set-up, a QEMU that died, a lost SSH session or a QMP command this QEMU does
+  not have, even in a symptom step): `error`, which says nothing about the bug."""
 
 from __future__ import annotations
 
@@ -35,8 +37,11 @@ def decide(scenario: "Scenario", report: "RunReport") -> tuple[Verdict, str]:
                                                  for s in symptoms)
         return Verdict.ERROR, report.error or "the run did not reach its steps"
     step = scenario.steps[failed.index]
-    if step.symptom:
+    if step.symptom and failed.check_failed:
         return Verdict.NOT_REPRODUCED, f"step {failed.index} ({failed.action}): {failed.error}"
+    if step.symptom:
+        return Verdict.ERROR, f"symptom step {failed.index} ({failed.action}) could not make its check: " \
+                              f"{failed.error}"
     return Verdict.ERROR, f"step {failed.index} ({failed.action}) failed before the symptom could be " \
                           f"checked: {failed.error}"
 

@@ -68,8 +68,12 @@ QEMU_MESSAGE_RE = re.compile(r"^qemu-(?:system-)?[\w-]+: (.+)$", re.MULTILINE)
 
 
 def qemu_last_words(stderr_tail: str) -> str | None:
-    found = QEMU_MESSAGE_RE.findall(stderr_tail)
-    return found[-1].strip() if found else None
+    """The last line of QEMU's stderr, if QEMU wrote it and it is not a (launch-time) warning."""
+    lines = [line for line in stderr_tail.splitlines() if line.strip()]
+    found = QEMU_MESSAGE_RE.match(lines[-1].strip()) if lines else None
+    if found is None or found.group(1).startswith("warning:"):
+        return None
+    return found.group(1).strip()
 
 
 def read_exit(machine: WatchedMachine) -> MachineExit:

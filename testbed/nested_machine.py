@@ -89,7 +89,10 @@ class NestedMachine(QemuMachine):
 
     def console_size(self) -> int:
         result = self._host.run(["stat", "-c", "%s", self._path("serial.log")], check=False, timeout=10)
-        return int(result.stdout.strip()) if result.stdout.strip().isdigit() else 0
+        if not result.stdout.strip().isdigit():
+            raise TestbedError(f"{self.name}: cannot read the size of its serial log in the host VM: "
+                               f"{result.stderr.strip() or result.stdout.strip()}")
+        return int(result.stdout.strip())
 
     def wait_for_console(self, marker: str, timeout: float, after: int = 0) -> float:
         def check() -> str | None:

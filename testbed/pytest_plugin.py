@@ -166,7 +166,8 @@ class ScenarioFile(pytest.File):
         yield ScenarioItem.from_parent(self, name=self.path.stem, path_for_scenario=self.path)
 
 
-VERDICT_STATUS = {"reproduced": ("r", "REPRODUCED"), "not-reproduced": ("n", "NOT REPRODUCED")}
+VERDICT_STATUS = {"reproduced": ("r", "REPRODUCED"), "not-reproduced": ("n", "NOT REPRODUCED"),
+                  "error": ("E", "ERROR")}
 
 
 def _verdict(report: pytest.TestReport) -> tuple[str, str] | None:

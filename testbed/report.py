@@ -18,6 +18,9 @@ class StepRecord(BaseModel):
     started_s: float
     ended_s: float | None = None
     error: str | None = None
+    # The step's own check failed (StepFailed, or a wait that timed out), with no dead VM behind it;
+    # False for a failure of the machinery (QMP, SSH, a QEMU that died, a testbed bug).
+    check_failed: bool = False
     details: dict[str, Any] = {}
     # Packets each slave carried during this step: {vm: {pair: {role: {name, rx, tx}}}}; a role is
     # missing when its netdev was not the same at both ends of the step.

@@ -16,7 +16,7 @@ from typing import Iterator
 from testbed.artifacts import check_room, make_scratch_dir, sweep_dead_scratch
 from testbed.clock import RunClock
 from testbed.bug_verdict import decide
-from testbed.errors import TestbedError
+from testbed.errors import StepFailed, TestbedError, WaitTimeout
 from testbed.hold import hold
 from testbed.images import ensure_image
 from testbed.machine_watch import MachineDied, watching
@@ -82,6 +82,7 @@ class LiveRun:
             record.ok = True
         except TestbedError as e:
             record.error = str(e)
+            record.check_failed = isinstance(e, (StepFailed, WaitTimeout))
         except Exception as e:  # a testbed bug: fail the step, keep the evidence, still tear down
             trace = ctx.options.artifacts_dir / f"step{index}-traceback.txt"
             with contextlib.suppress(OSError):
@@ -92,6 +93,8 @@ class LiveRun:
             record.ended_s = round(ctx.clock.now(), 3)
         if not record.ok:
             dead = _death_behind_failure(ctx)
+            if dead is not None:
+                record.check_failed = False
             if dead is not None and not record.error.startswith(dead.describe()):
                 # The step saw a broken connection or a timeout; the cause is the VM's death.
                 record.error = f"{dead.describe()} during step {index} ({step.action}); the step saw: {record.error}"

@@ -33,7 +33,7 @@ def scenario(tmp_path):
 
 
 def _report(oks, error=None, passed=None):
-    steps = [StepRecord(index=i, action=a, started_s=0.0, ok=ok, error=None if ok else f"{a} failed",
+    steps = [StepRecord(index=i, action=a, started_s=0.0, ok=ok, error=None if ok else f"{a} failed", check_failed=not ok,
                         details={"stdout": "Operation not supported\n"} if a == "exec" else {})
              for i, (a, ok) in enumerate(oks)]
     return RunReport(scenario="bug", scenario_file="", artifacts_dir="", steps=steps, error=error,
@@ -49,6 +49,11 @@ def test_all_steps_passed_is_reproduced_with_what_the_symptom_step_saw(scenario)
 def test_a_failed_symptom_step_is_not_reproduced_and_anything_else_is_an_error(scenario):
     verdict, evidence = decide(scenario, _report([("boot", True), ("sleep", True), ("exec", False)]))
     assert (verdict, evidence) == (Verdict.NOT_REPRODUCED, "step 2 (exec): exec failed")
+    # a symptom step that failed on the machinery (SSH lost, a QEMU that died), not on its check
+    broken = _report([("boot", True), ("sleep", True), ("exec", False)])
+    broken.steps[2].check_failed = False
+    verdict, evidence = decide(scenario, broken)
+    assert (verdict, evidence) == (Verdict.ERROR, "symptom step 2 (exec) could not make its check: exec failed")
     verdict, evidence = decide(scenario, _report([("boot", True), ("sleep", False)]))
     assert verdict == Verdict.ERROR and "step 1 (sleep) failed before the symptom could be checked" in evidence
     verdict, evidence = decide(scenario, _report([], error="set-up failed: no QEMU", passed=False))
@@ -65,7 +70,7 @@ def test_exit_statuses_fit_git_bisect_run():
 @pytest.mark.parametrize("edit, key, reason", [
     (lambda t: t.replace(", symptom: true", ""), "bug", "needs at least one step with symptom: true"),
     (lambda t: t.replace("  - action: boot", "  - {action: boot, symptom: true}"), "steps[0].symptom",
-     "the boot step cannot be the symptom"),
+     "a boot step cannot be the symptom"),
     (lambda t: t[t.index("vms:"):], "steps[2].symptom", "only a scenario with a bug: card has symptom steps"),
     (lambda t: t.replace("  source: [s]\n", ""), "bug.source", "missing key 'source'"),
     (lambda t: t.replace("component: kernel", "component: firmware"), "bug.component", "Input should be"),
@@ -76,3 +81,32 @@ def test_bad_cards_are_refused_with_the_key(tmp_path, edit, key, reason):
     with pytest.raises(ScenarioError) as e:
         load_scenario(path)
     assert e.value.key == key and reason in e.value.reason, (e.value.key, e.value.reason)
+
+
+def test_a_later_boot_step_cannot_be_the_symptom_either(tmp_path):
+    two_vms = CARD.replace("steps:", """  - name: vm2
+    pairs: [{name: net0, mac: "52:54:00:00:12:55", primary: {kind: pci}}]
+steps:""").replace("  - action: boot\n", "  - {action: boot, vms: [vm1]}\n").replace(
+        "  - {action: sleep, seconds: 1}", "  - {action: boot, vms: [vm2], symptom: true}")
+    path = tmp_path / "two.yaml"
+    path.write_text("name: two\n" + two_vms)
+    with pytest.raises(ScenarioError) as e:
+        load_scenario(path)
+    assert e.value.key == "steps[1].symptom" and "a boot step cannot be the symptom" in e.value.reason
+
+
+@pytest.mark.parametrize("step", ["{action: save-restore, vm: vm1}", "{action: reset, vm: vm1}"])
+def test_steps_not_built_for_a_host_vm_are_refused_there(tmp_path, step):
+    path = tmp_path / "host.yaml"
+    path.write_text("""name: host
+host: {kind: vm}
+vms:
+  - name: vm1
+    pairs: [{name: net0, mac: "52:54:00:00:12:54", primary: {kind: host-vf}}]
+steps:
+  - action: boot
+  - %s
+""" % step)
+    with pytest.raises(ScenarioError) as e:
+        load_scenario(path)
+    assert e.value.key == "steps[1]" and "is not supported on a host VM yet" in e.value.reason
