@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 
 from rich.console import Console
-from rich.logging import RichHandler
 from rich.markup import escape
 from rich.text import Text
 
@@ -25,20 +24,10 @@ from testbed.qemu_host import inspect_qemu
 from testbed.report_view import print_report
 from testbed.runner import RunOptions, run_scenario
 from testbed.cli_held import cmd_console, cmd_down, cmd_qmp, cmd_resume, cmd_ssh
+from testbed.cli_common import log_to, variables
+from testbed.cli_matrix import add_matrix_parser
+from testbed.nested_machine import with_host_devices
 from testbed.scenario import load_scenario
-
-
-def _variables(pairs: list[str]) -> dict[str, object]:
-    out: dict[str, object] = {}
-    for item in pairs:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ScenarioError("--set", item, "expected NAME=VALUE")
-        try:
-            out[key] = json.loads(value)  # numbers and booleans stay typed for jinja
-        except json.JSONDecodeError:
-            out[key] = value
-    return out
 
 
 def _local_kernel(args: argparse.Namespace) -> LocalKernel | None:
@@ -58,12 +47,15 @@ def _add_machine_options(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_run(args: argparse.Namespace, console: Console) -> int:
-    scenario = load_scenario(args.scenario, _variables(args.set))
+    scenario = load_scenario(args.scenario, variables(args.set))
     if args.dry_run:
         qemu = args.qemu or "qemu-system-x86_64"
         for plan in plan_machines(scenario):
             files = LaunchFiles(Path("<kernel>"), Path("<initrd>"), Path(f"<artifacts>/{plan.name}/serial.log"), 3)
-            print(f"# {plan.name}")
+            # a host VM's VFs are assigned at launch: a placeholder where each one's address goes
+            vfs = {(plan.name, plan.slot, p.pair.name): "<VF of the host VM's PF>" for p in plan.pairs}
+            plan = with_host_devices(plan, vfs)
+            print(f"# {plan.name}" + (" (runs inside the host VM)" if scenario.host.kind.value == "vm" else ""))
             print(shlex.join(build_argv(qemu, plan, files, args.accel if args.accel != "auto" else "tcg")))
         return 0
     artifacts = Path(args.artifacts).resolve() if args.artifacts else \
@@ -72,7 +64,7 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
                          local_kernel=_local_kernel(args), timeout_scale=args.timeout_scale,
                          scenario_file=str(args.scenario), keep=args.keep,
                          snapshot_cache_mib=args.snapshot_cache_mib)
-    _log_to(console, quiet=args.quiet)
+    log_to(console, quiet=args.quiet)
     if console.is_terminal and not args.keep and not args.quiet:
         # A live status line (image build, current step) above the timestamped log.
         with console.status(f"{scenario.name}: preparing (guest image, QEMU checks)") as status:
@@ -108,20 +100,6 @@ class _StatusHandler(logging.Handler):
         self.status.update(f"{self.name}: {escape(record.getMessage())}")
 
 
-def _log_to(console: Console, quiet: bool = False) -> None:
-    """The testbed's module loggers print through rich: time, message (never markup)."""
-    root = logging.getLogger("testbed")
-    root.handlers = [h for h in root.handlers if not isinstance(h, RichHandler)]
-    handler = RichHandler(console=console, show_path=False, show_level=False, markup=False,
-                          rich_tracebacks=False)
-    handler.setLevel(logging.WARNING if quiet else logging.INFO)
-    root.addHandler(handler)
-    root.setLevel(logging.INFO)
-    # paramiko logs every failed connection attempt with a traceback; the testbed's own wait says
-    # what it waited for and what it saw.
-    logging.getLogger("paramiko").setLevel(logging.CRITICAL)
-
-
 def cmd_snapshots(args: argparse.Namespace, console: Console) -> int:
     from testbed.snapshots import SnapshotCache
     cache = SnapshotCache()
@@ -143,7 +121,7 @@ def cmd_snapshots(args: argparse.Namespace, console: Console) -> int:
 
 def cmd_images(args: argparse.Namespace, console: Console) -> int:
     started = time.monotonic()
-    _log_to(console)
+    log_to(console)
     image = ensure_image(local_kernel=_local_kernel(args))
     console.print(f"{image.directory} (kernel {image.kernel_release}, initrd "
                   f"{image.manifest['initrd_bytes'] / 1e6:.1f} MB) in {time.monotonic() - started:.1f}s")
@@ -238,6 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="time the phases of host-vf-failover.yaml: host VM, nested guest, unplug, re-plug, migration")
     bench.add_argument("--json", help="also write the figures here")
     bench.set_defaults(func=cmd_bench)
+    add_matrix_parser(sub)
     rep = sub.add_parser("report", help="draw a run's timeline (PNG and self-contained HTML)")
     rep.add_argument("report", help="report.json of a run")
     rep.add_argument("--png", help="where to write the PNG (default: next to the report)")

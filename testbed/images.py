@@ -269,11 +269,23 @@ def _build(recipe: ImageRecipe, recipe_path: Path, apt: PrivateApt, resolved: Re
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
 
 
+def with_kernel_suite(recipe: ImageRecipe, suite: str | None) -> ImageRecipe:
+    """The recipe with Debian's kernel from another of its suites: `bookworm` gives 6.1 and
+    `bookworm-backports` 6.12, with the same userland."""
+    if suite is None:
+        return recipe
+    suites = [recipe.suite, *recipe.extra_suites]
+    if suite not in suites:
+        raise TestbedError(f"Debian kernel suite {suite!r}: the image recipe has {suites} (a kernel from "
+                           f"another release would need that release's userland too)")
+    return recipe.model_copy(update={"kernel_package": f"linux-image-amd64/{suite}"})
+
+
 def ensure_image(recipe_path: Path = DEFAULT_RECIPE, local_kernel: LocalKernel | None = None,
-                 cache: Path | None = None) -> GuestImage:
+                 cache: Path | None = None, kernel_suite: str | None = None) -> GuestImage:
     """Returns the cached image for the recipe, building it first if needed (under a file lock)."""
     cache = cache or cache_root()
-    recipe = ImageRecipe.load(recipe_path)
+    recipe = with_kernel_suite(ImageRecipe.load(recipe_path), kernel_suite)
     mirror = debian_mirror(known=cache / "apt" / "mirror")
     apt = PrivateApt(cache / "apt", mirror, [recipe.suite, *recipe.extra_suites])
     (apt.root / "mirror").write_text(mirror + "\n")

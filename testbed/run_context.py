@@ -41,6 +41,7 @@ class RunOptions:
     scenario_file: str = ""
     keep: bool = False          # on failure or at a pause step, hold the VMs for a person
     keep_timeout_s: float = 24 * 3600
+    kernel_suite: str | None = None  # Debian's kernel from this suite of the image recipe (None: the recipe's)
     snapshot_cache_mib: int | None = None  # the warm-start cache's size limit; None: $TESTBED_SNAPSHOT_CACHE_MIB
 
 

@@ -121,7 +121,7 @@ def live_run(scenario: Scenario, options: RunOptions) -> Iterator[LiveRun]:
             check_room(options.artifacts_dir)
             sweep_dead_scratch()
             qemu = inspect_qemu(options.qemu).require()
-            image = ensure_image(local_kernel=options.local_kernel)
+            image = ensure_image(local_kernel=options.local_kernel, kernel_suite=options.kernel_suite)
             accel = choose_accel(options.accel, qemu, image.kernel)
             report.host = HostInfo(qemu_version=qemu.version_text, qemu_path=qemu.path, accel=accel,
                                    guest_kernel=image.kernel_release, image=image.directory.name)

@@ -145,7 +145,7 @@ class Host(Strict):
     uplink) and runs every guest as a nested QEMU inside it."""
     kind: HostKind = HostKind.NAMESPACE
     # At most 2 GiB is the working size with QEMU < 10.0.6: with more, the VF BARs land above 4 GiB,
-    # where QEMU 10.0.0-10.0.5 maps them truncated to 32 bits (host-vf-bars-above-4g.yaml).
+    # where QEMU 10.0.0-10.0.5 maps them truncated to 32 bits (zoo/zoo-24-igbvf-bars-above-4g.yaml).
     memory_mib: int = Field(2048, ge=1024, le=4096)
     cpus: int = Field(2, ge=1, le=4)
 

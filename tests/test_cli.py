@@ -50,6 +50,12 @@ def test_dry_run_prints_argv_and_starts_nothing(qemu_tripwire):
     assert done.returncode == 0, done.stderr
     assert "failover_pair_id=net0-sby" in done.stdout and str(fake) in done.stdout
     assert not marker.exists()
+    # a host-VM scenario: the nested guest's argv, with a placeholder where the VF assigned at launch goes
+    done = subprocess.run([*TESTBED, "run", str(REPO / "scenarios/host-seed-live-migration.yaml"), "--dry-run",
+                           "--qemu", str(fake)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "# vm1 (runs inside the host VM)" in done.stdout and "host=<VF of the host VM" in done.stdout
+    assert not marker.exists()
 
 
 @pytest.mark.guest

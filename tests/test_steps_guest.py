@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 
+from testbed.machine_watch import MachineDied
 from testbed.runner import RunOptions, live_run
 from testbed.waiting import wait_until
 from testbed.scenario import (AnnounceSelfStep, BootStep, CheckNetdevsStep, ContStep, ExecStep, FdbStep,
@@ -126,8 +127,9 @@ def test_stop_cont_mtu_save_restore_and_reset(tmp_path):
         assert float(uptime.details["stdout"].split()[0]) < soft.details["pairs_after_s"] + 5
         assert run.step(CheckNetdevsStep(action="check-netdevs", vm="vm1", expect="paired")).ok
         # The reboot action is -no-reboot's again: a guest that reboots by itself now ends its QEMU,
-        # which reports SHUTDOWN guest-reset.
+        # and the run's watch names that as the VM's death.
         vm = run.ctx.machine("vm1")
         run.ctx.shell("vm1").run(["sh", "-c", "(sleep 0.3; reboot -f) >/dev/null 2>&1 &"], timeout=20)
-        wait_until(lambda: "QEMU still running" if vm.alive() else None, 60, "vm1's QEMU to exit")
-        assert vm.guest_shutdown_reason() == "guest-reset"
+        with pytest.raises(MachineDied, match=r"vm1: the guest ended its own run \(guest-reset\)"):
+            wait_until(lambda: "QEMU still running" if vm.alive() else None, 60, "vm1's QEMU to exit")
+        assert not vm.alive() and vm.guest_shutdown_reason() == "guest-reset"
