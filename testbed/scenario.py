@@ -17,7 +17,7 @@ from testbed.scenario_steps import (STEP_ACTIONS, STEP_TYPES, AnnounceSelfStep, 
                                     CheckDeviceStep, CheckNetdevsStep, CheckTrafficStep, ExecStep,
                                     Expectation, FdbStep, MtuStep, Nic, Path_, PauseStep,
                                     PlugPrimaryStep, SetLinkStep, SleepStep, StartTrafficStep, Step,
-                                    UnplugPrimaryStep, VfMacStep)
+                                    UnplugPrimaryStep, UnplugStandbyStep, VfMacStep)
 from testbed.scenario_run_steps import (ContStep, MigrateStep, MigrationStepBase, ResetStep, SaveRestoreStep,
                                         StopStep)
 from testbed.scenario_step_base import PairStep, Ref, StepBase, StepModel
@@ -32,6 +32,6 @@ __all__ = [
     "AnnounceSelfStep", "BootStep", "CheckDeviceStep", "CheckNetdevsStep", "CheckTrafficStep",
     "ExecStep", "FdbStep", "MigrateStep", "PauseStep", "PlugPrimaryStep", "SetLinkStep", "SleepStep",
     "StartTrafficStep", "UnplugPrimaryStep", "VfMacStep", "MigrationStepBase", "SaveRestoreStep",
-    "StopStep", "ContStep", "ResetStep", "MtuStep",
+    "StopStep", "ContStep", "ResetStep", "MtuStep", "UnplugStandbyStep",
     "Expectation", "Nic", "Path_", "MAC_RE", "NAME_RE", "Strict",
 ]

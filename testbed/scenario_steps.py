@@ -96,6 +96,14 @@ class UnplugPrimaryStep(PairStep):
         return frozenset({"primary"})
 
 
+class UnplugStandbyStep(PairStep):
+    """device_del of the pair's virtio-net standby; waits for DEVICE_DELETED and for the standby's netdev
+    to leave the guest. net_failover destroys the failover master with it; the primary stays, as a
+    plain NIC with the pair's MAC (zoo item 16). A later migrate, save-restore or reset of the VM is
+    refused: its destination and checks assume the standby."""
+    action: Literal["unplug-standby"]
+
+
 class PlugPrimaryStep(PairStep):
     """device_add of the primary with its launch properties; waits for the guest to enslave it."""
     action: Literal["plug-primary"]
@@ -237,7 +245,7 @@ class MtuStep(PairStep):
 Step = Annotated[Union[BootStep, CheckNetdevsStep, CheckDeviceStep, SleepStep, StartTrafficStep,
                        UnplugPrimaryStep, PlugPrimaryStep, SetLinkStep, AnnounceSelfStep, FdbStep,
                        VfMacStep, ExecStep, CheckTrafficStep, MigrateStep, SaveRestoreStep, StopStep,
-                       ContStep, ResetStep, MtuStep, PauseStep],
+                       ContStep, ResetStep, MtuStep, UnplugStandbyStep, PauseStep],
                  Field(discriminator="action")]
 
 STEP_TYPES: tuple[type[StepModel], ...] = get_args(get_args(Step)[0])

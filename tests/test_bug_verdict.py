@@ -110,3 +110,21 @@ steps:
     with pytest.raises(ScenarioError) as e:
         load_scenario(path)
     assert e.value.key == "steps[1]" and "is not supported on a host VM yet" in e.value.reason
+
+
+@pytest.mark.parametrize("later", ["{action: migrate, vm: vm1}", "{action: save-restore, vm: vm1}",
+                                   "{action: reset, vm: vm1}"])
+def test_rebuilding_a_vm_after_its_standby_was_unplugged_is_refused(tmp_path, later):
+    path = tmp_path / "sby.yaml"
+    path.write_text("""name: sby
+vms:
+  - name: vm1
+    pairs: [{name: net0, mac: "52:54:00:00:12:54", primary: {kind: pci}}]
+steps:
+  - action: boot
+  - {action: unplug-standby, vm: vm1, pair: net0}
+  - %s
+""" % later)
+    with pytest.raises(ScenarioError) as e:
+        load_scenario(path)
+    assert e.value.key == "steps[2]" and "after steps[1] unplugged a standby is not supported yet" in e.value.reason

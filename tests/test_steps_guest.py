@@ -9,7 +9,7 @@ from testbed.runner import RunOptions, live_run
 from testbed.waiting import wait_until
 from testbed.scenario import (AnnounceSelfStep, BootStep, CheckNetdevsStep, ContStep, ExecStep, FdbStep,
                               MtuStep, PlugPrimaryStep, ResetStep, SaveRestoreStep, SleepStep,
-                              StartTrafficStep, StopStep, UnplugPrimaryStep, load_scenario)
+                              StartTrafficStep, StopStep, UnplugPrimaryStep, UnplugStandbyStep, load_scenario)
 
 REPO = Path(__file__).parent.parent
 pytestmark = pytest.mark.guest
@@ -126,6 +126,13 @@ def test_stop_cont_mtu_save_restore_and_reset(tmp_path):
         uptime = run.step(ExecStep(action="exec", vm="vm1", command=["cat", "/proc/uptime"]))
         assert float(uptime.details["stdout"].split()[0]) < soft.details["pairs_after_s"] + 5
         assert run.step(CheckNetdevsStep(action="check-netdevs", vm="vm1", expect="paired")).ok
+
+        # unplug-standby: the standby leaves, the master with it, and the primary stays, masterless
+        gone = run.step(UnplugStandbyStep(action="unplug-standby", vm="vm1", pair="net0"))
+        assert gone.ok, gone.error
+        left = gone.details["netdevs"]
+        assert [(n["driver"], n["master"], n["role"]) for n in left] == [("e1000e", None, "other")], left
+
         # The reboot action is -no-reboot's again: a guest that reboots by itself now ends its QEMU,
         # and the run's watch names that as the VM's death.
         vm = run.ctx.machine("vm1")

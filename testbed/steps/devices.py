@@ -12,7 +12,8 @@ from testbed.qemu_argv import primary_props
 from testbed.run_context import RunContext
 from testbed.guest_probe import read_netdevs
 from testbed.scenario import (AnnounceSelfStep, ExecStep, Expectation, FdbStep, MtuStep, Nic, PauseStep,
-                              PlugPrimaryStep, SetLinkStep, SleepStep, UnplugPrimaryStep, VfMacStep)
+                              PlugPrimaryStep, SetLinkStep, SleepStep, UnplugPrimaryStep, UnplugStandbyStep,
+                              VfMacStep)
 from testbed.steps.pairs import pairs_check
 from testbed.steps.registry import handles
 from testbed.waiting import wait_until, watchful_sleep
@@ -40,6 +41,24 @@ def unplug_primary(ctx: RunContext, step: UnplugPrimaryStep) -> dict[str, Any]:
     wait_until(check, ctx.timeout(step.timeout_s), f"{step.vm} to show {step.pair} without a primary")
     return {"device": device, "device_deleted_after_s": round(event.t - started, 3),
             "guest_settled_after_s": round(ctx.clock.now() - started, 3)}
+
+
+@handles(UnplugStandbyStep)
+def unplug_standby(ctx: RunContext, step: UnplugStandbyStep) -> dict[str, Any]:
+    machine = ctx.machine(step.vm)
+    nic = pair_nic(ctx, step.vm, step.pair, Nic.STANDBY)
+    cursor, started = machine.events.cursor(), ctx.clock.now()
+    machine.qmp.execute("device_del", {"id": nic.device_id})
+    event = machine.events.wait_for("DEVICE_DELETED", ctx.timeout(step.timeout_s), since=cursor,
+                                    match=lambda d: d.get("device") == nic.device_id)
+    shell = ctx.shell(step.vm)
+
+    def standby_gone() -> str | None:
+        left = [n.name for n in read_netdevs(shell) if n.driver == "virtio_net" and n.mac == nic.mac]
+        return f"virtio_net netdevs with MAC {nic.mac} still there: {left}" if left else None
+    wait_until(standby_gone, ctx.timeout(step.timeout_s), f"{step.vm}'s standby netdev to go")
+    return {"device": nic.device_id, "device_deleted_after_s": round(event.t - started, 3),
+            "netdevs": [n.as_dict() for n in read_netdevs(shell) if n.mac == nic.mac]}
 
 
 @handles(PlugPrimaryStep)
