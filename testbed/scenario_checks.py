@@ -191,7 +191,8 @@ def check_unplugged_standbys(steps: Sequence[StepModel]) -> None:
     """After unplug-standby, steps that rebuild the VM or wait for its pairs are not supported."""
     gone: dict[str, int] = {}
     for i, step in enumerate(steps):
-        vm = getattr(step, "vm", None)
+        vm_refs, _ = step.references()
+        vm = vm_refs[0].name if vm_refs else None
         if step.action == "unplug-standby" and vm is not None:
             gone.setdefault(vm, i)
         elif vm in gone and step.action in ("migrate", "save-restore", "reset"):
