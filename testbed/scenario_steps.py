@@ -213,6 +213,8 @@ class CheckTrafficStep(PairStep):
     action: Literal["check-traffic"]
     timeout_s: float = Field(30.0, gt=0, le=3600)
     max_gap_ms: float | None = Field(None, ge=0, le=3_600_000)
+    # the longest gap must be at least this long: an outage a bug scenario expects to see
+    min_gap_ms: float | None = Field(None, gt=0, le=3_600_000)
     max_lost: int | None = Field(None, ge=0, le=10**9)
     path: Path_ = Path_.ANY
     tcp_max_stall_ms: float | None = Field(None, ge=0, le=3_600_000)

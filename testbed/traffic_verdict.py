@@ -17,6 +17,7 @@ PATH_MIN_SHARE = 0.9  # "carried by the primary" means at least 90 % of the slav
 @dataclass(frozen=True)
 class TrafficCriteria:
     max_gap_ms: float | None = None
+    min_gap_ms: float | None = None
     max_lost: int | None = None
     path: str = "any"            # primary | standby | any
     min_packets: int = 20
@@ -41,6 +42,10 @@ def traffic_verdict(ping: PingResult, window: list[int], deltas: list[Snapshot],
     if criteria.max_gap_ms is not None and worst is not None and worst.ms > criteria.max_gap_ms:
         problems.append(f"gap of {worst.ms} ms ({worst.lost} echoes lost) in step {worst.step} "
                         f"({worst.step_action}) exceeds max_gap_ms {criteria.max_gap_ms}")
+    if criteria.min_gap_ms is not None and (worst is None or worst.ms < criteria.min_gap_ms):
+        longest = f"{worst.ms} ms, in step {worst.step} ({worst.step_action})" if worst else "none"
+        problems.append(f"no gap of at least min_gap_ms {criteria.min_gap_ms} in steps {window}: the longest "
+                        f"was {longest}")
     if criteria.max_lost is not None and lost > criteria.max_lost:
         problems.append(f"{lost} echoes lost in steps {window}, more than max_lost {criteria.max_lost}")
     shares, packets = path_shares(deltas, vm, pair)

@@ -30,6 +30,15 @@ def test_a_gap_over_max_gap_ms_names_step_and_threshold():
     assert problems == ["gap of 200.0 ms (40 echoes lost) in step 4 (unplug-primary) exceeds max_gap_ms 100"]
 
 
+def test_min_gap_ms_wants_an_outage_at_least_that_long():
+    assert traffic_verdict(_ping(UNPLUG_GAP), [4], [], "vm1", "net0", None, TrafficCriteria(min_gap_ms=200))[1] == []
+    _, problems = traffic_verdict(_ping(UNPLUG_GAP), [4], [], "vm1", "net0", None, TrafficCriteria(min_gap_ms=500))
+    assert problems == ["no gap of at least min_gap_ms 500 in steps [4]: the longest was 200.0 ms, in step 4 "
+                        "(unplug-primary)"]
+    _, problems = traffic_verdict(_ping(), [4], [], "vm1", "net0", None, TrafficCriteria(min_gap_ms=1))
+    assert problems == ["no gap of at least min_gap_ms 1 in steps [4]: the longest was none"]
+
+
 def test_losses_over_max_lost():
     _, problems = traffic_verdict(_ping(UNPLUG_GAP), [4], [], "vm1", "net0", None, TrafficCriteria(max_lost=39))
     assert problems == ["40 echoes lost in steps [4], more than max_lost 39"]

@@ -81,7 +81,8 @@ def check_traffic(ctx: RunContext, step: CheckTrafficStep) -> dict[str, Any]:
     deltas = [ctx.report.steps[i].counters for i in window
               if i in ctx.snapshots and i + 1 in ctx.snapshots
               and stable(ctx.snapshots[i], ctx.snapshots[i + 1], step.vm, step.pair)]
-    criteria = TrafficCriteria(max_gap_ms=step.max_gap_ms, max_lost=step.max_lost, path=step.path.value,
+    criteria = TrafficCriteria(max_gap_ms=step.max_gap_ms, min_gap_ms=step.min_gap_ms, max_lost=step.max_lost,
+                               path=step.path.value,
                                min_packets=step.min_packets, tcp_max_stall_ms=step.tcp_max_stall_ms)
     details, problems = traffic_verdict(session.ping.result(ctx.step_windows()), window, deltas, step.vm,
                                         step.pair, session.tcp.result() if session.tcp else None, criteria)
