@@ -152,6 +152,9 @@ class QemuMachine:
     def serial_text(self) -> str:
         return serial_text(self.artifacts.serial_log)
 
+    def console_text_now(self) -> str:
+        return serial_text(self.artifacts.serial_log)
+
     def guest_shutdown_reason(self) -> str | None:
         """QEMU's SHUTDOWN reason when the guest asked for it (a reset with -no-reboot, a power-off)."""
         shutdowns = [r.data for r in self.events.records() if r.event == "SHUTDOWN" and r.data.get("guest")]

@@ -20,6 +20,11 @@ from testbed.errors import TestbedError
 
 # The kernel's own words (panic(), and the oops that usually precedes it).
 PANIC_RE = re.compile(r"Kernel panic - not syncing:.*|BUG: kernel NULL pointer dereference.*")
+# What a kernel says when a CPU stopped making progress without dying: on a host VM under TCG, a
+# vCPU that runs a nested guest has been seen to take no timer interrupt for 20 s and more.
+KERNEL_TROUBLE_RE = re.compile(r"rcu: INFO: rcu_\w+ detected stalls on CPUs/tasks|"
+                               r"watchdog: BUG: soft lockup - CPU#\d+ stuck for \d+s!|"
+                               r"INFO: task \S+ blocked for more than \d+ seconds")
 
 
 class WatchedMachine(Protocol):
@@ -31,6 +36,7 @@ class WatchedMachine(Protocol):
     def alive(self) -> bool: ...
     def exit_status(self) -> int | None: ...
     def serial_text(self) -> str: ...
+    def console_text_now(self) -> str: ...  # what the console printed so far, read locally (no SSH)
     def stderr_tail(self, lines: int = 20) -> str: ...
     def guest_shutdown_reason(self) -> str | None: ...
 
@@ -140,6 +146,14 @@ class RunWatch:
     def check(self) -> None:
         if (exit := self.dead()) is not None:
             raise MachineDied(exit)
+
+    def kernel_trouble(self) -> str | None:
+        """The first stall or lockup a watched machine's kernel reported on its console, if any: a
+        step that timed out or lost its session on such a machine failed because of it."""
+        for machine in self._machines:
+            if machine.watched and (found := KERNEL_TROUBLE_RE.search(machine.console_text_now())):
+                return f"{machine.name}'s kernel reported a stall: {found.group(0)}"
+        return None
 
 
 _current: ContextVar[RunWatch | None] = ContextVar("testbed_run_watch", default=None)

@@ -100,6 +100,9 @@ class LiveRun:
                 record.error = f"{dead.describe()} during step {index} ({step.action}); the step saw: {record.error}"
             elif dead is not None:
                 record.error = f"{record.error} during step {index} ({step.action})"
+            if dead is None and (trouble := ctx.watch.kernel_trouble()) is not None:
+                record.check_failed = False  # the machine, not the check, failed
+                record.error = f"{record.error}; {trouble}"
             logger.error("step %d (%s) failed: %s", index, step.action, record.error)
         _progress(ctx, {"index": index, "action": step.action, "event": "end", "t": record.ended_s,
                         "ok": record.ok, "error": record.error})

@@ -82,3 +82,29 @@ def test_an_aborted_qemu_is_reported_with_its_assertion():
     for other in (killed.describe(), died.describe().replace("host:", "vm1:"),
                   "host: QEMU exited (signal 6, SIGABRT; QEMU said: hw/pci/pci.c:1: foo: Assertion `x' failed.)"):
         assert not any(re.search(p, other) for p in HOST_VM_KNOWN_FLAKES), other
+
+
+def test_a_stalled_kernel_is_named_and_a_host_vm_stall_gets_its_rerun():
+    import re
+    from testbed.pytest_plugin import HOST_VM_KNOWN_FLAKES
+
+    @dataclass(eq=False)
+    class Console(FakeMachine):
+        console: str = ""
+
+        def console_text_now(self) -> str:
+            return self.console
+
+    watch = RunWatch()
+    guest = Console("vm1", console="[ 5.0] virtio_net virtio1 enp1s0: renamed\n")
+    watch.add(guest)
+    assert watch.kernel_trouble() is None
+    host = Console("host", console="[ 60.18] rcu: INFO: rcu_preempt detected stalls on CPUs/tasks:\n")
+    watch.add(host)
+    trouble = watch.kernel_trouble()
+    assert trouble == "host's kernel reported a stall: rcu: INFO: rcu_preempt detected stalls on CPUs/tasks"
+    error = f"step 5 (unplug-primary) failed: vm1: SSH session lost; {trouble}"
+    assert any(re.search(p, error) for p in HOST_VM_KNOWN_FLAKES)
+    assert not any(re.search(p, error.replace("host's", "vm1's")) for p in HOST_VM_KNOWN_FLAKES)
+    host.watched = False  # a machine the testbed shut down on purpose says nothing any more
+    assert watch.kernel_trouble() is None
