@@ -46,8 +46,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 NESTED_RESET = r"(host|vm[a-z0-9]*): the guest ended its own run \(guest-reset\)"
 OUTER_QEMU_IOTLB_ABORT = r"host: QEMU exited \(signal 6, SIGABRT; QEMU said: [^)]*iotlb_to_section: Assertion"
 HOST_VM_STALL = r"host's kernel reported a stall: rcu: INFO: rcu_\w+ detected stalls"
-# - SSH to the nested guest lost, or not back after a migration, with no VM dead and no stall on a
-#   console (seen twice in CI on a loaded machine; the cause is not pinned down yet).
+# - SSH to the nested guest lost, or not back after a migration, with no VM dead (seen twice in
+#   CI, once with the stall above; the cause is not pinned down yet).
 NESTED_SSH_LOST = r"vm[a-z0-9]*: (waited [\d.]+s for SSH on the management NIC|SSH session lost while running)"
 HOST_VM_KNOWN_FLAKES = [NESTED_RESET, OUTER_QEMU_IOTLB_ABORT, HOST_VM_STALL, NESTED_SSH_LOST]
 
