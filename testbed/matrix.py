@@ -98,7 +98,12 @@ def merge(paths: list[Path]) -> list[dict[str, Any]]:
             data = json.loads(path.read_text())
         except (OSError, ValueError) as e:
             raise TestbedError(f"{path}: not a matrix result: {e}") from e
-        rows.extend(data["rows"] if isinstance(data, dict) and "rows" in data else [])
+        if not (isinstance(data, dict) and isinstance(data.get("rows"), list)
+                and all(isinstance(r, dict) for r in data["rows"])):
+            # a report.json or any other JSON handed by mistake would vanish from the table
+            raise TestbedError(f"{path}: not a matrix result: no list of rows (is it a `testbed matrix --json` "
+                               f"file?)")
+        rows.extend(data["rows"])
     return sorted(rows, key=lambda r: (r.get("qemu", ""), r.get("kernel", "")))
 
 

@@ -46,6 +46,10 @@ def test_merge_joins_slices_and_refuses_what_is_not_a_result(tmp_path):
     (tmp_path / "c.json").write_text("not json")
     with pytest.raises(TestbedError, match="c.json: not a matrix result"):
         merge([tmp_path / "c.json"])
+    for n, wrong in enumerate([{"scenario": "x", "verdict": "reproduced"}, {"rows": "x"}, {"rows": [1]}, []]):
+        (tmp_path / f"w{n}.json").write_text(json.dumps(wrong))
+        with pytest.raises(TestbedError, match=f"w{n}.json: not a matrix result: no list of rows"):
+            merge([tmp_path / "a.json", tmp_path / f"w{n}.json"])
 
 
 def _cli(*args, timeout=600):
