@@ -127,9 +127,13 @@ def key_for(ctx: "RunContext", name: str) -> str:
     return snapshot_key(ctx.image.directory.name, ctx.qemu.version_text, ctx.qemu.path, argv, ctx.accel)
 
 
-def _set_capabilities(machine: "QemuMachine") -> None:
-    machine.qmp.execute("migrate-set-capabilities", {"capabilities": [
-        {"capability": "events", "state": True}, {"capability": "mapped-ram", "state": True}]})
+def set_capabilities(machine: "QemuMachine", mapped_ram: bool = False) -> None:
+    """Every migration the testbed runs wants MIGRATION events; a snapshot file is also mapped-ram.
+    Both ends of a migration must agree on mapped-ram."""
+    capabilities = [{"capability": "events", "state": True}]
+    if mapped_ram:
+        capabilities.append({"capability": "mapped-ram", "state": True})
+    machine.qmp.execute("migrate-set-capabilities", {"capabilities": capabilities})
 
 
 def wait_migration(machine: "QemuMachine", since: int, timeout: float, what: str) -> None:
@@ -155,24 +159,27 @@ def wait_migration(machine: "QemuMachine", since: int, timeout: float, what: str
 def save(machine: "QemuMachine", path: Path) -> float:
     """Saves the running VM's state to path; the VM is left paused (postmigrate)."""
     started = time.monotonic()
-    _set_capabilities(machine)
+    set_capabilities(machine, mapped_ram=True)
     cursor = machine.events.cursor()
     machine.qmp.execute("migrate", {"uri": f"file:{path}"})
     wait_migration(machine, cursor, SAVE_TIMEOUT_S, f"saving to {path}")
     return round(time.monotonic() - started, 3)
 
 
-def restore(ctx: "RunContext", name: str, state: Path, label: str) -> "QemuMachine":
-    """A new QEMU for the VM, loaded from state and running; the run's machine from now on."""
-    machine = ctx.new_machine(name, 0, incoming=True, label=label)
+def restore(ctx: "RunContext", name: str, state: Path, label: str, *, slot: int = 0, mapped_ram: bool = True,
+            resume: bool = True, timeout: float = 60) -> "QemuMachine":
+    """A new QEMU for the VM on the taps of `slot`, loaded from state; the run's machine from now on.
+    resume: a VM saved paused is made to run (a warm start); without it, it stays as it was saved
+    (virsh restore)."""
+    machine = ctx.new_machine(name, slot, incoming=True, label=label)
     ctx.machines[name] = machine
     machine.launch()
-    _set_capabilities(machine)
+    set_capabilities(machine, mapped_ram=mapped_ram)
     cursor = machine.events.cursor()
     machine.qmp.execute("migrate-incoming", {"uri": f"file:{state}"})
-    wait_migration(machine, cursor, ctx.timeout(60), f"restoring from {state}")
+    wait_migration(machine, cursor, ctx.timeout(timeout), f"restoring from {state}")
     machine.watched = True
-    if machine.qmp.execute("query-status").get("status") != "running":
+    if resume and machine.qmp.execute("query-status").get("status") != "running":
         machine.cont()
     return machine
 

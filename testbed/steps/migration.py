@@ -15,7 +15,7 @@ from testbed.run_context import RunContext
 from testbed.scenario import MigrateStep, MigrationStepBase, SaveRestoreStep
 from testbed.steps.pairs import expected_now
 from testbed.steps.registry import handles
-from testbed.warm_boot import wait_migration
+from testbed import warm_boot
 from testbed.waiting import wait_until
 
 logger = logging.getLogger(__name__)
@@ -104,9 +104,8 @@ def _migrate_once(ctx: RunContext, step: MigrateStep, number: int) -> MigrationR
                             destination_artifacts=str(dst.artifacts.directory))
     ctx.report.migrations.append(entry)
     dst.launch()
-    capabilities = {"capabilities": [{"capability": "events", "state": True}]}
     for machine in (src, dst):
-        machine.qmp.execute("migrate-set-capabilities", capabilities)
+        warm_boot.set_capabilities(machine)
     dst.qmp.execute("migrate-incoming", {"uri": uri})
     src_cursor, dst_cursor = src.events.cursor(), dst.events.cursor()
     started = ctx.clock.now()
@@ -160,7 +159,7 @@ def _save_then_restore(ctx: RunContext, step: SaveRestoreStep, src: QemuMachine,
                        state: Path, label: str) -> dict[str, Any]:
     was_running = _running(src)
     entry.saved_paused = not was_running
-    src.qmp.execute("migrate-set-capabilities", {"capabilities": [{"capability": "events", "state": True}]})
+    warm_boot.set_capabilities(src)
     cursor, started = src.events.cursor(), ctx.clock.now()
     src.qmp.execute("migrate", {"uri": f"file:{state}"})
     status = _run_source(ctx, src, step, entry, cursor, started)
@@ -175,15 +174,8 @@ def _save_then_restore(ctx: RunContext, step: SaveRestoreStep, src: QemuMachine,
     else:
         ctx.retire(src)  # virsh save ends the domain; its taps go to the restored QEMU
         launched = ctx.clock.now()
-        dst = ctx.new_machine(step.vm, src.plan.slot, incoming=True, label=label)
-        ctx.machines[step.vm] = dst
-        dst.launch()
-        dst.qmp.execute("migrate-set-capabilities",
-                        {"capabilities": [{"capability": "events", "state": True}]})
-        dst_cursor = dst.events.cursor()
-        dst.qmp.execute("migrate-incoming", {"uri": f"file:{state}"})
-        wait_migration(dst, dst_cursor, ctx.timeout(step.timeout_s), f"restoring from {state}")
-        dst.watched = True
+        dst = warm_boot.restore(ctx, step.vm, state, label, slot=src.plan.slot, mapped_ram=False, resume=False,
+                                timeout=step.timeout_s)
         entry.restore_ms = round((ctx.clock.now() - launched) * 1000, 1)
         running = _running(dst)
         details.update(restore_ms=entry.restore_ms, restored_running=running)
