@@ -42,3 +42,22 @@ def test_a_user_kernel_boots_the_pair_and_is_reported(tmp_path, other_kernel):
     report = json.loads(report_path.read_text())
     assert report["host"]["guest_kernel"] == modules.name
     assert "Linux version " + modules.name in (tmp_path / "art" / "vm1" / "dmesg.txt").read_text()
+
+
+def test_matrix_over_a_debian_suite_kernel_and_a_user_kernel(tmp_path, other_kernel):
+    """`testbed matrix` with both kinds of --kernel value that are not the default, one machine, and its
+    --json and --html outputs: each row ran the kernel its combination names."""
+    bzimage, modules = other_kernel
+    zoo_19 = REPO / "scenarios" / "zoo" / "zoo-19-mac-change-refused.yaml"
+    user = f"{bzimage}:{modules}"
+    done = subprocess.run([sys.executable, "-m", "testbed.cli", "matrix", str(zoo_19), "--kernel", "debian:bookworm",
+                           "--kernel", user, "--json", str(tmp_path / "m.json"), "--html", str(tmp_path / "m.html"),
+                           "--artifacts", str(tmp_path / "art")], capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout + done.stderr
+    rows = json.loads((tmp_path / "m.json").read_text())["rows"]
+    assert sorted(r["kernel"] for r in rows) == sorted(["debian:bookworm", user])
+    # bookworm's suite kernel and the unpacked one are the same 6.1 build, not the recipe's 6.12
+    assert {r["guest_kernel"] for r in rows} == {modules.name}
+    assert {r["outcome"] for r in rows} == {"reproduced"}
+    page = (tmp_path / "m.html").read_text()
+    assert page.count("<tr>") == 3 and page.count(f"<td>{modules.name}</td>") == 2
