@@ -45,15 +45,17 @@ def phases(report: RunReport) -> dict[str, dict[str, float | None]]:
     return {name: {"s": s, "max_gap_ms": g} for name, s, g in zip(PHASES, secs, gaps)}
 
 
-def run_host_vm_bench(console: Console, runs: int, artifacts_root: Path | None = None) -> dict[str, Any]:
-    """With artifacts_root, each run's artifacts and report.json stay in artifacts_root/run<N>."""
+def run_host_vm_bench(console: Console, runs: int, artifacts_root: Path | None = None,
+                      variables: dict[str, str] | None = None) -> dict[str, Any]:
+    """With artifacts_root, each run's artifacts and report.json stay in artifacts_root/run<N>.
+    variables: the scenario's template variables (`snapshot`)."""
     samples: list[dict[str, dict[str, float | None]]] = []
     extra: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="testbed-bench-host-vm-") as tmp:
         for n in range(runs):
             console.log(f"host-vf-failover {n + 1}/{runs}")
             artifacts = (artifacts_root or Path(tmp)) / f"run{n}"
-            report = run_scenario(load_scenario(SCENARIO), RunOptions(artifacts_dir=artifacts))
+            report = run_scenario(load_scenario(SCENARIO, variables), RunOptions(artifacts_dir=artifacts))
             report.write(artifacts / "report.json")
             if not report.passed:
                 raise SystemExit(f"scenario failed during the benchmark: {report.error}")

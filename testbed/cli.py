@@ -210,7 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="measure live migration instead: 256 MiB and 1 GiB, with and without announce-self")
     bench.add_argument("--warm", action="store_true",
                        help="cold boot against warm restore (boot snapshot: auto), up to pairs ready")
-    bench.add_argument("--warm-scenarios", default="standby-pci,standby-igb-vf,two-pairs",
+    bench.add_argument("--warm-scenarios", default="standby-pci,standby-igb-vf,two-pairs,host-vf-failover",
                        help="for --warm: scenario names under scenarios/, comma-separated")
     bench.add_argument("--host-vm", action="store_true",
                        help="time the phases of host-vf-failover.yaml: host VM, nested guest, unplug, re-plug, migration")

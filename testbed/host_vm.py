@@ -13,9 +13,11 @@ from __future__ import annotations
 import ipaddress
 import logging
 import shutil
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from testbed import warm_boot
 from testbed.errors import TestbedError
 from testbed.guest_shell import CommandResult, GuestShell
 from testbed.host_vm_machine import HostVmMachine, host_vm_plan
@@ -30,8 +32,10 @@ from testbed.waiting import wait_until
 if TYPE_CHECKING:
     from testbed.clock import RunClock
     from testbed.host_image import HostImage
+    from testbed.host_vm_warm import HostWarmStart
     from testbed.images import GuestImage
     from testbed.scenario import Host as HostSpec
+    from testbed.snapshots import Snapshot
 
 logger = logging.getLogger(__name__)
 
@@ -56,11 +60,14 @@ class VmHost(Host):
         self.socket_dir: Path | None = None
         self.nested_accel = "tcg"
         self.nested_accel_evidence = ""
+        self.artifacts_root = machine.artifacts.directory.parent
+        self.boot_args: tuple = ()  # start()'s, for a cold start after a restore that failed
 
     @classmethod
     def create(cls, spec: "HostSpec", plans: list[MachinePlan], peer_addresses: list[ipaddress.IPv4Interface],
                hosts: int, with_slot1: bool, guest_image: "GuestImage", host_image: "HostImage", qemu: str,
-               clock: "RunClock", artifacts_dir: Path, socket_dir: Path, timeout_s: float) -> "VmHost":
+               clock: "RunClock", artifacts_dir: Path, socket_dir: Path, timeout_s: float,
+               warm: "HostWarmStart | None" = None, snapshot: "Snapshot | None" = None) -> "VmHost":
         slots = 2 if with_slot1 else 1
         netns = NetworkNamespace.create()
         peer = None
@@ -72,10 +79,13 @@ class VmHost(Host):
             NetworkPlan(bridges=[f"br{i}" for i in range(hosts)],
                         taps={tap: f"br{min(slot, hosts - 1)}" for slot, tap in enumerate(plan.pf_taps)},
                         peer_addresses=list(peer_addresses)).apply(netns, peer)
-            machine = HostVmMachine(plan, host_image, qemu, netns, artifacts_dir / "host", clock, socket_dir)
+            machine = HostVmMachine(plan, host_image, qemu, netns, artifacts_dir / "host", clock, socket_dir,
+                                    incoming=snapshot is not None)
             host = cls(netns, peer, machine, guest_image, clock)
-            host.socket_dir = socket_dir
-            host.start(plans, slots, timeout_s, host_image.directory.name)
+            host.socket_dir, host.warm = socket_dir, warm
+            host.boot_args = (plans, slots, timeout_s, host_image.directory.name)
+            if snapshot is None or not host._restored_at_start(snapshot, timeout_s):
+                host.start(*host.boot_args)
             return host
         except BaseException:
             if host is not None:
@@ -94,8 +104,7 @@ class VmHost(Host):
         machine.watched = True
         machine.cont()
         machine.wait_for_console("testbed: host ssh up", timeout_s)
-        self.shell = GuestShell("host", self.netns, machine.plan.ssh_port, self._guest_image.ssh_key)
-        self.shell.connect(timeout_s, alive=machine.alive)
+        self._connect(timeout_s)
         self.timings["host_ssh_ready_s"] = round(self._clock.now() - (machine.launched_at or 0), 3)
         self.nested_accel, self.nested_accel_evidence = nested_kvm_verdict(self, host_image_key)
         for slot in range(slots):
@@ -103,6 +112,77 @@ class VmHost(Host):
         self.timings["host_ready_s"] = round(self._clock.now() - (machine.launched_at or 0), 3)
         logger.info("host VM: SSH after %ss, VFs and bridges ready after %ss", self.timings["host_ssh_ready_s"],
                     self.timings["host_ready_s"])
+
+    def _connect(self, timeout_s: float) -> None:
+        self.shell = GuestShell("host", self.netns, self.machine.plan.ssh_port, self._guest_image.ssh_key)
+        self.shell.connect(timeout_s, alive=self.machine.alive)
+
+    # -- the warm start (testbed.host_vm_warm): L1 saved and restored with its nested guests running
+    def saved_state(self) -> dict[str, object]:
+        """What a restored L1 holds but the testbed cannot read back cheaply: its PFs, VFs and verdicts."""
+        return {"pfs": self.pfs, "pf_bars": self.pf_bars, "vf_drivers": self.vf_drivers,
+                "vfs": [[vm, slot, pair, bdf, self.vf_numbers[(vm, slot, pair)]]
+                        for (vm, slot, pair), bdf in self.vfs.items()],
+                "nested_accel": [self.nested_accel, self.nested_accel_evidence]}
+
+    def save_to(self, path: Path) -> float:
+        """Saves L1 with everything running in it, and leaves it paused. The SSH session into L1 is
+        closed first: a connection open across the save would be a stale one in the restored L1."""
+        if self.shell is not None:
+            self.shell.close()
+            self.shell = None
+        return warm_boot.save(self.machine, path)
+
+    def resume_from(self, state: Path, saved: dict, label: str, timeout_s: float) -> float:
+        """L1 from a saved state in a new QEMU on the same taps (the old one is stopped first: it holds
+        them): running, SSH up, clock set. Returns when the restore began, on the run clock."""
+        started = self._clock.now()
+        old = self.machine
+        if old.proc is not None:
+            old.shutdown()
+            self.machine = HostVmMachine(old.host_plan, old.host_image, old.qemu, self.netns,
+                                         self.artifacts_root / label, self._clock, old.socket_dir or Path("."),
+                                         incoming=True)
+        self.machine.launch()
+        warm_boot.load_into(self.machine, state, timeout_s)
+        self._connect(timeout_s)
+        self._sh(["date", "-s", f"@{int(time.time())}"])  # L1's clock stopped at the save
+        self.pfs = {int(k): v for k, v in saved["pfs"].items()}
+        self.pf_bars = {int(k): v for k, v in saved["pf_bars"].items()}
+        self.vf_drivers = dict(saved["vf_drivers"])
+        self.vfs = {(vm, slot, pair): bdf for vm, slot, pair, bdf, _ in saved["vfs"]}
+        self.vf_numbers = {(vm, slot, pair): number for vm, slot, pair, _, number in saved["vfs"]}
+        self.nested_accel, self.nested_accel_evidence = saved["nested_accel"]
+        self.timings["host_restored_s"] = round(self._clock.now() - started, 3)
+        return started
+
+    def _restored_at_start(self, snapshot: "Snapshot", timeout_s: float) -> bool:
+        assert self.warm is not None
+        try:
+            self.warm.restore_started = self.resume_from(snapshot.state, snapshot.meta()["host"], "host", timeout_s)
+            self.warm.restored_from = snapshot.key
+            return True
+        except (TestbedError, KeyError, TypeError, ValueError) as e:
+            logger.warning("host VM: restoring snapshot %s failed, booting cold: %s", snapshot.key, e)
+            self.warm.fallback = f"restoring {snapshot.key} failed: {e}"
+            self.restart_cold("host-restore-failed")
+            return False
+
+    def restart_cold(self, failed_label: str) -> None:
+        """Stops L1 (and every guest in it), keeps its artifacts under failed_label, and makes a new
+        QEMU for a cold boot, with the artifacts directory `host` (start() launches it)."""
+        if self.shell is not None:
+            self.shell.close()
+            self.shell = None
+        old = self.machine
+        old.shutdown()
+        if old.artifacts.directory.name == "host":
+            shutil.rmtree(self.artifacts_root / failed_label, ignore_errors=True)
+            old.artifacts.directory.rename(self.artifacts_root / failed_label)
+        self.machine = HostVmMachine(old.host_plan, old.host_image, old.qemu, self.netns, self.artifacts_root / "host",
+                                     self._clock, old.socket_dir or Path("."))
+        self.vfs.clear()
+        self.vf_numbers.clear()
 
     def _sh(self, argv: list[str], timeout: float = 30) -> str:
         assert self.shell is not None
@@ -156,14 +236,17 @@ class VmHost(Host):
 
     # -- the Host interface
     def new_machine(self, plan: MachinePlan, artifacts_dir: Path, incoming: bool,
-                    absent_primaries: frozenset[str], socket_dir: Path) -> NestedMachine:
+                    absent_primaries: frozenset[str], socket_dir: Path, run_dir_name: str | None = None) -> NestedMachine:
+        """A nested QEMU to launch; or, with run_dir_name, one already running in a restored L1 (with
+        the VFs it held released before the save, in absent_primaries), to adopt."""
         if self.shell is None:
             raise TestbedError("the host VM is not up")
-        self.take_vfs(plan, [p.pair.name for p in plan.pairs if p.primary is not None
-                             and not p.primary.backend and p.pair.name not in absent_primaries])
+        if run_dir_name is None:
+            self.take_vfs(plan, [p.pair.name for p in plan.pairs if p.primary is not None
+                                 and not p.primary.backend and p.pair.name not in absent_primaries])
         machine = NestedMachine(with_host_devices(plan, self.vfs), self._guest_image, self.netns, artifacts_dir,
                                 self._clock, self.shell, self.machine.alive, self.nested_accel, incoming=incoming,
-                                absent_primaries=absent_primaries)
+                                absent_primaries=absent_primaries, run_dir_name=run_dir_name)
         machine.depends_on = self.machine
         return machine
 
@@ -213,7 +296,7 @@ class VmHost(Host):
         return [self.machine]
 
     def describe(self) -> dict[str, object]:
-        return {"kind": self.kind, "pfs": {str(k): v for k, v in self.pfs.items()},
+        return {"kind": self.kind, **({"warm_start": self.warm.describe()} if self.warm else {}), "pfs": {str(k): v for k, v in self.pfs.items()},
                 "vfs": {f"{vm}/{pair}@{slot}": bdf for (vm, slot, pair), bdf in self.vfs.items()},
                 "vf_drivers": dict(self.vf_drivers), "nested_accel": self.nested_accel, "nested_accel_evidence": self.nested_accel_evidence,
                 **self.timings}

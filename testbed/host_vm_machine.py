@@ -51,7 +51,7 @@ def host_vm_plan(spec: "HostSpec", guests: list[MachinePlan], slots: int) -> Hos
 
 
 def host_vm_argv(qemu: str, plan: HostVmPlan, image: "HostImage", serial_log: Path, qmp_fd: int,
-                 serial_socket: Path | None) -> list[str]:
+                 serial_socket: Path | None, incoming: bool = False) -> list[str]:
     forwards = ",".join([f"hostfwd=tcp:127.0.0.1:{plan.ssh_port}-:22",
                          *(f"hostfwd=tcp:127.0.0.1:{port}-:{port}" for port in plan.forwards)])
     argv = [
@@ -78,19 +78,19 @@ def host_vm_argv(qemu: str, plan: HostVmPlan, image: "HostImage", serial_log: Pa
                                           "vhost": False}),
                  "-device", _opts("igb", {"id": f"pf{slot}", "netdev": f"hn-pf{slot}", "mac": mac,
                                           "bus": f"rph{slot}"})]
-    return argv
+    return argv + (["-incoming", "defer"] if incoming else [])
 
 
 class HostVmMachine(QemuMachine):
     """L1's QEMU: launched, watched and shut down like a guest's, with its own command line."""
 
     def __init__(self, plan: HostVmPlan, image: "HostImage", qemu: str, netns: "NetworkNamespace",
-                 artifacts_dir: Path, clock: "RunClock", socket_dir: Path):
+                 artifacts_dir: Path, clock: "RunClock", socket_dir: Path, incoming: bool = False):
         super().__init__(plan, image, qemu, "tcg", netns, artifacts_dir, clock,  # type: ignore[arg-type]
-                         socket_dir=socket_dir)
+                         socket_dir=socket_dir, incoming=incoming)
         self.host_plan = plan
         self.host_image = image
 
     def argv(self, qmp_fd: int = 3) -> list[str]:
         return host_vm_argv(self.qemu, self.host_plan, self.host_image, self.artifacts.serial_log, qmp_fd,
-                            self.serial_socket)
+                            self.serial_socket, self.incoming)

@@ -26,6 +26,7 @@ from testbed.plan import MachinePlan
 
 if TYPE_CHECKING:
     from testbed.clock import RunClock
+    from testbed.host_vm_warm import HostWarmStart
     from testbed.images import GuestImage
 
 
@@ -33,6 +34,7 @@ class Host(ABC):
     kind: str
     netns: NetworkNamespace  # where the testbed itself connects from (SSH, QMP)
     peer: NetworkNamespace   # the traffic peer, on the first bridge
+    warm: "HostWarmStart | None" = None  # a host VM's own warm start (its guests are saved with it)
 
     @abstractmethod
     def new_machine(self, plan: MachinePlan, artifacts_dir: Path, incoming: bool,

@@ -34,10 +34,18 @@ def qmp_port(plan: MachinePlan) -> int:
     return QMP_PORT_BASE + plan.index + SLOT_PORT_STEP * plan.slot
 
 
+def nested_argv(plan: MachinePlan, run_dir: Path, accel: str, incoming: bool = False,
+                absent_primaries: frozenset[str] = frozenset()) -> list[str]:
+    """The nested QEMU's command line as it runs inside the host VM."""
+    files = LaunchFiles(L2_IMAGE / "vmlinuz", L2_IMAGE / "initrd.img", run_dir / "serial.log", None,
+                        qmp_tcp_port=qmp_port(plan), ssh_listen="0.0.0.0")
+    return build_argv("qemu-system-x86_64", plan, files, accel, incoming=incoming, absent_primaries=absent_primaries)
+
+
 class NestedMachine(QemuMachine):
     def __init__(self, plan: MachinePlan, image: "GuestImage", netns: "NetworkNamespace", artifacts_dir: Path,
                  clock: "RunClock", host_shell: GuestShell, host_alive, accel: str, incoming: bool = False,
-                 absent_primaries: frozenset[str] = frozenset()):
+                 absent_primaries: frozenset[str] = frozenset(), run_dir_name: str | None = None):
         super().__init__(plan, image, "qemu-system-x86_64", accel, netns, artifacts_dir, clock,
                          incoming=incoming, absent_primaries=absent_primaries)
         # KVM on L1's emulated SVM runs L2 about as fast as L1; TCG inside TCG is 10 to 20 times slower.
@@ -45,17 +53,20 @@ class NestedMachine(QemuMachine):
         self._host = host_shell
         self._host_alive = host_alive
         self._launched = False
-        self._run_dir = L2_RUN / artifacts_dir.name
+        # Where the process keeps its files in L1; a guest adopted after a restore keeps the one it
+        # was launched with, whatever the new artifacts directory is called.
+        self._run_dir = L2_RUN / (run_dir_name or artifacts_dir.name)
+
+    @property
+    def run_dir_name(self) -> str:
+        return self._run_dir.name
 
     # -- where things are inside the host VM
     def _path(self, name: str) -> str:
         return str(self._run_dir / name)
 
     def argv(self, qmp_fd: int = 3) -> list[str]:
-        files = LaunchFiles(L2_IMAGE / "vmlinuz", L2_IMAGE / "initrd.img", Path(self._path("serial.log")), None,
-                            qmp_tcp_port=qmp_port(self.plan), ssh_listen="0.0.0.0")
-        return build_argv(self.qemu, self.plan, files, self.accel, incoming=self.incoming,
-                          absent_primaries=self.absent_primaries)
+        return nested_argv(self.plan, self._run_dir, self.accel, self.incoming, self.absent_primaries)
 
     def launch(self) -> None:
         argv = self.argv()
@@ -73,6 +84,28 @@ class NestedMachine(QemuMachine):
             if isinstance(e, Exception):
                 raise TestbedError(f"{self.name}: nested QEMU did not start: {e}\n{self.stderr_tail()}") from e
             raise
+
+    def adopt(self, started_at: float, timeout: float) -> None:
+        """Takes over a nested QEMU that is already running in the host VM (restored with it): its QMP
+        is connected again, nothing is launched. started_at: when its host VM's restore began."""
+        self.artifacts.argv.write_text("\n".join(self.argv()) + "\n")
+        self._launched = True
+        self.launched_at = started_at
+        try:
+            wait_until(self._try_qmp, timeout, f"{self.name}: QMP of the restored nested QEMU on port "
+                       f"{qmp_port(self.plan)}", interval=0.2)
+        except BaseException:
+            self.shutdown()
+            raise
+        self.watched = True
+
+    def detach(self, why: str) -> None:
+        """Lets go of the nested QEMU without stopping it (the host VM is about to be saved with it
+        running): its QMP session is closed and it is no longer watched."""
+        self.watched = False
+        self.qmp.close()
+        self.events.close()
+        self.shutdown_record = {"how": why}
 
     def _try_qmp(self) -> str | None:
         if not self._process_running():

@@ -107,6 +107,10 @@ class RunContext:
                                         incoming=incoming,
                                         absent_primaries=frozenset(self.absent_primaries.get(name, ())),
                                         socket_dir=self.scratch_dir())
+        return self.track(name, machine)
+
+    def track(self, name: str, machine: QemuMachine) -> QemuMachine:
+        """A new QEMU of the VM: watched by the run, its artifacts in the report."""
         self.watch.add(machine)
         vm_report = self.report.vms.setdefault(name, VmReport())
         vm_report.artifacts = {k: str(getattr(machine.artifacts, k)) for k in

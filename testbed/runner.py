@@ -22,10 +22,11 @@ from testbed.images import ensure_image
 from testbed.machine_watch import MachineDied, watching
 from testbed.hosts import Host, NamespaceHost
 from testbed.plan import peer_addresses, plan_machines
-from testbed.qemu_host import choose_accel, inspect_qemu
+from testbed.qemu_host import QemuBinary, choose_accel, inspect_qemu
 from testbed.report import HostInfo, RunReport, StepRecord
 from testbed.run_context import RunContext, RunOptions
 from testbed.scenario import HostKind, Scenario, Step
+from testbed.snapshots import SnapshotCache, cache_limit_bytes
 from testbed.steps import run_step
 
 logger = logging.getLogger(__name__)
@@ -130,7 +131,7 @@ def live_run(scenario: Scenario, options: RunOptions) -> Iterator[LiveRun]:
                                    guest_kernel=image.kernel_release, image=image.directory.name)
             plans = {p.name: p for p in plan_machines(scenario)}
             migrates = any(step.action == "migrate" for step in scenario.steps)
-            host = _make_host(scenario, list(plans.values()), migrates, image, qemu.path, accel, clock, options)
+            host = _make_host(scenario, list(plans.values()), migrates, image, qemu, accel, clock, options)
             stack.callback(host.close)
             report.topology = host.describe()
             (options.artifacts_dir / "netns-inode").write_text(f"{host.netns.inode}\n{host.peer.inode}\n")
@@ -160,18 +161,22 @@ def live_run(scenario: Scenario, options: RunOptions) -> Iterator[LiveRun]:
             signal.signal(signal.SIGTERM, previous_sigterm)
 
 
-def _make_host(scenario: Scenario, plans: list, migrates: bool, image, qemu: str, accel: str, clock: RunClock,
-               options: RunOptions) -> Host:
+def _make_host(scenario: Scenario, plans: list, migrates: bool, image, qemu: QemuBinary, accel: str,
+               clock: RunClock, options: RunOptions) -> Host:
     """The scenario's host kind: the run's namespace (default) or a host VM with nested guests."""
     if scenario.host.kind == HostKind.VM:
         from testbed.host_image import ensure_host_image
         from testbed.host_vm import VmHost
+        from testbed.host_vm_warm import plan_host_start
         local = options.local_kernel
         host_image = ensure_host_image(image, modules_dir=local.modules_dir if local else None)
+        warm = plan_host_start(scenario, plans, qemu, image, host_image, 2 if migrates else 1)
+        snapshot = SnapshotCache(limit_bytes=cache_limit_bytes(options.snapshot_cache_mib)).get(warm.key) \
+            if warm.wants_snapshot() and warm.key else None
         return VmHost.create(scenario.host, plans, peer_addresses(scenario), scenario.network.hosts, migrates,
-                             image, host_image, qemu, clock, options.artifacts_dir, make_scratch_dir(),
-                             timeout_s=120 * options.timeout_scale)
-    return NamespaceHost.create(plans, peer_addresses(scenario), scenario.network.hosts, migrates, image, qemu,
+                             image, host_image, qemu.path, clock, options.artifacts_dir, make_scratch_dir(),
+                             timeout_s=120 * options.timeout_scale, warm=warm, snapshot=snapshot)
+    return NamespaceHost.create(plans, peer_addresses(scenario), scenario.network.hosts, migrates, image, qemu.path,
                                 accel, clock)
 
 

@@ -31,6 +31,7 @@ from testbed.snapshots import Snapshot, SnapshotCache, cache_limit_bytes, snapsh
 if TYPE_CHECKING:
     from testbed.machine import QemuMachine
     from testbed.run_context import RunContext
+    from testbed.scenario import Scenario
 
 logger = logging.getLogger(__name__)
 
@@ -48,12 +49,14 @@ SETTLE_DIFFERENCE = "the guest's clock was set and its neighbour table flushed"
 def cold_reasons(ctx: "RunContext", name: str, step: BootStep) -> list[str]:
     """Why this VM must boot cold under `snapshot: auto`: what a later step (or the scenario) would see
     of the boot itself, or what a save and restore cannot carry."""
+    return guest_cold_reasons(ctx.scenario, ctx.qemu.version, name, step)
+
+
+def guest_cold_reasons(scenario: "Scenario", qemu_version: tuple[int, ...], name: str, step: BootStep) -> list[str]:
     reasons = []
-    if ctx.scenario.host.kind.value != "namespace":
-        reasons.append("guests in a host VM are not snapshotted yet (docs/findings/host-vm-snapshot.md)")
-    if tuple(ctx.qemu.version[:2]) < MAPPED_RAM_SINCE:
-        reasons.append(f"QEMU {ctx.qemu.version_text} has no mapped-ram (9.0+)")
-    vm = next(v for v in ctx.scenario.vms if v.name == name)
+    if tuple(qemu_version[:2]) < MAPPED_RAM_SINCE:
+        reasons.append(f"QEMU {'.'.join(map(str, qemu_version))} has no mapped-ram (9.0+)")
+    vm = next(v for v in scenario.vms if v.name == name)
     for pair in vm.pairs:
         if not pair.standby.failover or pair.standby.legacy_virtio:
             reasons.append(f"pair {pair.name}: the standby never negotiates STANDBY (boot-time behaviour)")
@@ -61,7 +64,7 @@ def cold_reasons(ctx: "RunContext", name: str, step: BootStep) -> list[str]:
             reasons.append(f"pair {pair.name}: the standby starts with its link down")
     if not step.wait_for_pairs:
         reasons.append("the boot step does not wait for the pairs (the state before they are whole)")
-    for i, later in enumerate(ctx.scenario.steps):
+    for i, later in enumerate(scenario.steps):
         # present: true after a boot that waited for the pairs holds after a restore too (QEMU plugs
         # the primary back); present: false is QEMU keeping it hidden before STANDBY, at boot.
         if isinstance(later, CheckDeviceStep) and later.vm == name and not later.present:
@@ -107,6 +110,12 @@ def plan_start(ctx: "RunContext", name: str, step: BootStep) -> WarmStart:
     if step.snapshot == "never":
         return warm
     warm.reasons = cold_reasons(ctx, name, step)
+    if ctx.host.kind != "namespace":
+        # Guests in a host VM are saved only with it, by the first boot step (testbed.host_vm_warm);
+        # a boot step that gets here is not that one, or the host VM could not be snapshotted.
+        host_warm = ctx.host.warm
+        warm.reasons += host_warm.reasons if host_warm is not None and host_warm.reasons else \
+            ["a host VM's guests start from a snapshot only in its first boot step, which boots them all"]
     if warm.reasons and step.snapshot == "required":
         raise StepFailed(f"{name}: snapshot: required, but it must boot cold: {'; '.join(warm.reasons)}")
     if not warm.reasons:
@@ -166,29 +175,36 @@ def save(machine: "QemuMachine", path: Path) -> float:
     return round(time.monotonic() - started, 3)
 
 
-def restore(ctx: "RunContext", name: str, state: Path, label: str, *, slot: int = 0, mapped_ram: bool = True,
-            resume: bool = True, timeout: float = 60) -> "QemuMachine":
-    """A new QEMU for the VM on the taps of `slot`, loaded from state; the run's machine from now on.
-    resume: a VM saved paused is made to run (a warm start); without it, it stays as it was saved
-    (virsh restore)."""
-    machine = ctx.new_machine(name, slot, incoming=True, label=label)
-    ctx.machines[name] = machine
-    machine.launch()
+def load_into(machine: "QemuMachine", state: Path, timeout: float, mapped_ram: bool = True,
+              resume: bool = True) -> None:
+    """Loads state into a machine launched with `-incoming defer`; the run watches it from now on.
+    resume: a VM saved paused is made to run (a warm start); without it, it stays as it was saved."""
     set_capabilities(machine, mapped_ram=mapped_ram)
     cursor = machine.events.cursor()
     machine.qmp.execute("migrate-incoming", {"uri": f"file:{state}"})
-    wait_migration(machine, cursor, ctx.timeout(timeout), f"restoring from {state}")
+    wait_migration(machine, cursor, timeout, f"restoring from {state}")
     machine.watched = True
     if resume and machine.qmp.execute("query-status").get("status") != "running":
         machine.cont()
+
+
+def restore(ctx: "RunContext", name: str, state: Path, label: str, *, slot: int = 0, mapped_ram: bool = True,
+            resume: bool = True, timeout: float = 60) -> "QemuMachine":
+    """A new QEMU for the VM on the taps of `slot`, loaded from state; the run's machine from now on."""
+    machine = ctx.new_machine(name, slot, incoming=True, label=label)
+    ctx.machines[name] = machine
+    machine.launch()
+    load_into(machine, state, ctx.timeout(timeout), mapped_ram, resume)
     return machine
 
 
+# What a restore leaves stale in a guest: its wall clock stopped at the save, and neighbour entries
+# for the previous run's peer (a new namespace, new MACs).
+SETTLE_SCRIPT = 'date -s "@$1" >/dev/null && ip neigh flush all'
+
+
 def settle_restored(ctx: "RunContext", name: str) -> None:
-    """What a restore leaves stale in the guest: its wall clock stopped at the save, and neighbour
-    entries for the previous run's peer (a new namespace, new MACs)."""
-    ctx.shell(name).run(["sh", "-c", 'date -s "@$1" >/dev/null && ip neigh flush all', "sh",
-                         str(int(time.time()))], timeout=20)
+    ctx.shell(name).run(["sh", "-c", SETTLE_SCRIPT, "sh", str(int(time.time()))], timeout=20)
 
 
 def _guest_pf_macs(ctx: "RunContext", name: str) -> list[str]:

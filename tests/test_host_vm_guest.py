@@ -1,6 +1,7 @@
 """The kernel document's topology on a host VM, end to end: `testbed bench --host-vm` runs
 scenarios/host-vf-failover.yaml (so the suite runs it once, here, with the checks that the issue's
-"must show" asks of its report) and turns the report into its phase table."""
+"must show" asks of its report) and turns the report into its phase table; then the host VM's warm
+start from the snapshot that run saved."""
 
 import json
 from pathlib import Path
@@ -8,18 +9,54 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from testbed.bench_host_vm import PHASES, run_host_vm_bench
+from testbed.bench_host_vm import PHASES, SCENARIO, run_host_vm_bench
 from testbed.pytest_plugin import host_vm_flake_rerun
 from testbed.report import RunReport
+from testbed.runner import RunOptions, run_scenario
+from testbed.scenario import Scenario, load_scenario
 
 pytestmark = [pytest.mark.guest, pytest.mark.slow, host_vm_flake_rerun()]
 
 
-def test_host_vf_failover_through_unplug_replug_and_migration(tmp_path: Path):
+def test_host_vf_failover_through_unplug_replug_and_migration_then_a_warm_start(tmp_path: Path, monkeypatch):
+    """Under `snapshot: auto` the first run boots cold, saves the host VM with its guest in it, and
+    goes on from its own restore: every check below holds for a guest that came back from a save.
+    A second run then starts from that snapshot, and its VF carries the traffic."""
     root = tmp_path / f"attempt-{len(list(tmp_path.glob('attempt-*'))) + 1}"  # a rerun keeps the first
-    results = run_host_vm_bench(Console(file=open("/dev/null", "w")), runs=1, artifacts_root=root)
+    monkeypatch.setenv("TESTBED_SNAPSHOT_DIR", str(root / "snapshots"))
+    results = run_host_vm_bench(Console(file=open("/dev/null", "w")), runs=1, artifacts_root=root,
+                                variables={"snapshot": "auto"})
     report = RunReport.model_validate(json.loads((root / "run0" / "report.json").read_text()))
     check_host_vf_failover(results, report)
+    boot = report.vms["vm1"].boot
+    assert boot["start"] == "cold" and boot["restored_from"] == "this run's own save" and boot["saved_s"] > 0
+    assert report.topology["warm_start"]["key"] == boot["snapshot_key"]
+    assert "vfio-pci device added again" in boot["differs_from_cold"]
+
+    second = run_scenario(_warm_steps(), RunOptions(artifacts_dir=root / "second"))
+    second.write(root / "second" / "report.json")
+    assert second.passed, second.error
+    boot2 = second.vms["vm1"].boot
+    assert boot2["start"] == "restored" and boot2["restored_from"] == boot["snapshot_key"]
+    assert "cold_boot" not in boot2 and "host_ssh_ready_s" not in second.topology
+    assert second.topology["warm_start"]["start"] == "restored" and second.topology["host_restored_s"] > 0
+    # the VF that was unplugged for the save and plugged back after the restore carries the traffic
+    (sleep,) = [s for s in second.steps if s.action == "sleep"]
+    assert sleep.counters["vm1"]["net0"]["vf_on_pf"]["rx"] > 50
+    assert sleep.counters["vm1"]["net0"]["primary"]["rx"] > 50
+    # and QEMU's failover migration to the other PF's VF works from the restored host VM
+    (migration,) = second.migrations
+    assert migration.status == "completed" and (migration.from_slot, migration.to_slot) == (0, 1)
+
+
+def _warm_steps() -> Scenario:
+    """The scenario's boot, its first traffic check, and one migration. The migration is also what
+    makes the key the same: a scenario that migrates has a second PF in its host VM."""
+    scenario = load_scenario(SCENARIO, {"snapshot": "required"})
+    keep = [s for s in scenario.steps if s.action in ("boot", "start-traffic", "sleep")][:3]
+    check = next(s for s in scenario.steps if s.action == "check-traffic" and s.path is not None)
+    migrate = next(s for s in scenario.steps if s.action == "migrate").model_copy(update={"count": 1})
+    return scenario.model_copy(update={"steps": [*keep, check, migrate]})
 
 
 def check_host_vf_failover(results: dict, report: RunReport) -> None:

@@ -9,47 +9,15 @@ from typing import Any
 
 from testbed import warm_boot
 from testbed.errors import StepFailed, TestbedError
-from testbed.guest_shell import GuestShell
 from testbed.run_context import RunContext
 from testbed.scenario import BootStep, CheckDeviceStep, CheckNetdevsStep
+from testbed.steps.guest_up import connect_booted, pairs_ready
+from testbed.steps.host_vm_boot import boot_in_host_vm
 from testbed.steps.pairs import pairs_check
 from testbed.steps.registry import handles
 from testbed.waiting import wait_until
 
 logger = logging.getLogger(__name__)
-
-
-def connect_booted(ctx: RunContext, name: str, timeout_s: float, marker: bool,
-                   console_from: int = 0) -> dict[str, Any]:
-    """SSH into a VM whose guest is booting; its seconds since launch, and where its clock sits on
-    the run's. console_from: where on the serial console this boot's marker is to be looked for."""
-    machine = ctx.machine(name)
-    if name in ctx.shells:
-        ctx.shells.pop(name).close()
-    shell = GuestShell(name, ctx.netns, machine.plan.ssh_port, ctx.image.ssh_key, machine.slowdown)
-    ctx.shells[name] = shell
-    try:
-        if marker:  # a restored guest printed its marker in the run that saved it
-            machine.wait_for_console("testbed: ssh up", ctx.timeout(timeout_s), after=console_from)
-        shell.connect(ctx.timeout(timeout_s), alive=machine.alive)
-    except TestbedError as e:
-        raise StepFailed(f"{e}\n{machine.stderr_tail()}") from e
-    timings = {"ssh_ready_s": round(ctx.clock.now() - (machine.launched_at or 0), 3)}
-    # Places the guest's dmesg timestamps on the run clock (to a few ms: half an SSH round trip).
-    before = ctx.clock.now()
-    uptime = float(shell.run(["cat", "/proc/uptime"]).stdout.split()[0])
-    timings["guest_clock_offset_s"] = round((before + ctx.clock.now()) / 2 - uptime, 3)
-    return timings
-
-
-def _pairs_ready(ctx: RunContext, name: str, step: BootStep, timings: dict[str, Any]) -> None:
-    if step.wait_for_pairs:
-        # settle: a boot is done when udev has renamed every NIC, not merely when the pairs
-        # showed up once under names that are about to change.
-        check = pairs_check(ctx, name, None, None, settle=True)
-        wait_until(check, ctx.timeout(step.timeout_s), f"{name}'s failover pairs to settle")
-        timings["pairs_ready_s"] = round(ctx.clock.now() - (ctx.machine(name).launched_at or 0), 3)
-        ctx.report.vms[name].netdevs = [n.as_dict() for n in check.last]
 
 
 def _resume(ctx: RunContext, name: str, step: BootStep, state: Path, label: str) -> dict[str, Any]:
@@ -58,7 +26,7 @@ def _resume(ctx: RunContext, name: str, step: BootStep, state: Path, label: str)
     timings = connect_booted(ctx, name, step.timeout_s, marker=False)
     warm_boot.settle_restored(ctx, name)
     warm_boot.replug_guest_vfs(ctx, name)
-    _pairs_ready(ctx, name, step, timings)
+    pairs_ready(ctx, name, step, timings)
     return timings
 
 
@@ -96,38 +64,56 @@ def _save_and_resume(ctx: RunContext, name: str, step: BootStep, warm: warm_boot
         ctx.shells.pop(name).close()
         ctx.retire(source)  # its taps and ports go to the restored QEMU
         timings = _resume(ctx, name, step, scratch / "state", f"{name}-restored")
-    except (TestbedError, StepFailed) as e:
+    except BaseException as e:  # Ctrl-C too: a half-written state file is as large as the guest's RAM
         shutil.rmtree(scratch, ignore_errors=True)
-        raise StepFailed(f"{name}: saving the booted state and going on from it failed: {e}") from e
+        if isinstance(e, (TestbedError, StepFailed)):
+            raise StepFailed(f"{name}: saving the booted state and going on from it failed: {e}") from e
+        raise
     warm.restored_from, warm.restore_s = warm_boot.OWN_SAVE, timings.get("pairs_ready_s")
     warm_boot.publish(warm, scratch, name, ctx)
     return timings
 
 
-@handles(BootStep)
-def boot(ctx: RunContext, step: BootStep) -> dict[str, Any]:
-    names = step.vms or [vm.name for vm in ctx.scenario.vms]
+def _boot_each(ctx: RunContext, step: BootStep, names: list[str]) -> dict[str, tuple[dict[str, Any], Any]]:
+    """Every VM on its own: restored from its snapshot, or booted cold (and then saved)."""
     warm: dict[str, warm_boot.WarmStart] = {}
     restored: dict[str, dict[str, Any]] = {}
     for name in names:
-        if name in ctx.machines:
-            raise StepFailed(f"{name} is already running")
         warm[name] = warm_boot.plan_start(ctx, name, step)
         if (timings := _try_cached(ctx, name, step, warm[name])) is not None:
             restored[name] = timings
         else:
             ctx.start_machine(name)
-    details: dict[str, Any] = {}
+    out = {}
     for name in names:
         timings = restored.get(name)
         if timings is None:
             timings = connect_booted(ctx, name, step.timeout_s, marker=True)
-            _pairs_ready(ctx, name, step, timings)
+            pairs_ready(ctx, name, step, timings)
             if warm[name].wants_snapshot():
                 cold = dict(timings)
                 timings = _save_and_resume(ctx, name, step, warm[name])
                 timings["cold_boot"] = cold
-        timings.update(warm[name].report())
+        out[name] = (timings, warm[name])
+    return out
+
+
+@handles(BootStep)
+def boot(ctx: RunContext, step: BootStep) -> dict[str, Any]:
+    names = step.vms or [vm.name for vm in ctx.scenario.vms]
+    for name in names:
+        if name in ctx.machines:
+            raise StepFailed(f"{name} is already running")
+    host_warm = ctx.host.warm
+    if host_warm is not None and not host_warm.done and host_warm.wants_snapshot():
+        started = boot_in_host_vm(ctx, step, names)
+    else:
+        started = _boot_each(ctx, step, names)
+    if host_warm is not None:
+        host_warm.done = True
+    details: dict[str, Any] = {}
+    for name, (timings, warm) in started.items():
+        timings.update(warm.report())
         ctx.report.vms[name].boot = timings
         details[name] = timings
         pairs = timings.get("pairs_ready_s")

@@ -9,7 +9,7 @@ from typing import Any
 from testbed.errors import StepFailed, TestbedError
 from testbed.run_context import RunContext
 from testbed.scenario import ContStep, ResetStep, StopStep
-from testbed.steps.boot import connect_booted
+from testbed.steps.guest_up import connect_booted
 from testbed.steps.pairs import expected_now
 from testbed.steps.registry import handles
 from testbed.waiting import wait_until
