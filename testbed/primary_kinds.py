@@ -91,8 +91,10 @@ class PciNicKind(PrimaryKindSpec):
 
     def extra_props(self, pair: "PairPlan") -> dict[str, object]:
         # romfile="": the option ROM's RAMBlock does not exist on a destination where the primary is
-        # hidden, so a migration would fail with "Unknown ramblock".
-        return {"romfile": "", "failover_pair_id": pair.standby.device_id}
+        # hidden, so a migration would fail with "Unknown ramblock" (unless the scenario asks for it).
+        primary = pair.pair.primary
+        assert isinstance(primary, PciPrimary)
+        return {**({} if primary.rom else {"romfile": ""}), "failover_pair_id": pair.standby.device_id}
 
 
 class HostVfKind(PrimaryKindSpec):

@@ -102,6 +102,7 @@ class MigrationRecord(BaseModel):
     to_slot: int
     destination_artifacts: str
     transport: str = "socket"           # socket: a live migration; file: save-restore (virsh save/restore)
+    mode: str = "precopy"               # precopy, postcopy or multifd
     status: str | None = None           # completed, failed or cancelled
     cancelled_by: str | None = None
     started_s: float | None = None

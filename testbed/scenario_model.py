@@ -50,6 +50,9 @@ UNSUPPORTED_PCI_MODELS = {
 class PciPrimary(Strict):
     kind: Literal[PrimaryKind.PCI]
     model: Literal["e1000e"] = "e1000e"  # the only PCI NIC driver in the guest image
+    # true: keep the model's option ROM (QEMU's default). A migration then fails: the hidden primary's
+    # ROM RAMBlock does not exist on the destination (zoo item 2).
+    rom: bool = False
 
     @field_validator("model", mode="before")
     @classmethod
@@ -102,6 +105,9 @@ class VM(Strict):
     cpus: int = Field(1, ge=1, le=8)
     pairs: list[FailoverPair] = Field(min_length=1, max_length=MAX_PAIRS_PER_VM)
     kernel_args: list[str] = Field([], max_length=MAX_KERNEL_ARGS)
+    # How the guest learns of a hot-plug on its PCIe root ports: acpi (q35's default since QEMU 6.1)
+    # or native (pciehp: an unplug waits for the attention button's 5 s, zoo item 15).
+    pci_hotplug: Literal["acpi", "native"] = "acpi"
 
     @model_validator(mode="after")
     def _consistent(self) -> "VM":

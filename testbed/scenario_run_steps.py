@@ -18,8 +18,12 @@ class MigrationStepBase(VmStep):
     timeout_s: float = Field(120.0, gt=0, le=3600)
     wait_unplug_timeout_s: float = Field(30.0, gt=0, le=3600)
     cancel_in: Literal["wait-unplug", "active"] | None = None
-    expect: Literal["completed", "cancelled"] = "completed"
+    # failed: the destination refused the state (its stderr says why, in the step's details)
+    expect: Literal["completed", "cancelled", "failed"] = "completed"
     wait_for_pairs: bool = True  # after completion: wait for the resumed guest's pairs
+    # checks: the wait-unplug phase (QEMU waiting for the guest's eject) lasted at least / at most this
+    min_wait_unplug_ms: float | None = Field(None, ge=0)
+    max_wait_unplug_ms: float | None = Field(None, gt=0)
 
     @model_validator(mode="after")
     def _cancel_means_cancelled(self) -> "MigrationStepBase":
@@ -34,6 +38,10 @@ class MigrateStep(MigrationStepBase):
     back and forth."""
     action: Literal["migrate"]
     count: int = Field(1, ge=1, le=50)
+    # precopy: QEMU's default. postcopy: postcopy-ram on both ends and migrate-start-postcopy at once
+    # (QEMU switches after its first pass). multifd: RAM over `multifd_channels` extra connections.
+    mode: Literal["precopy", "postcopy", "multifd"] = "precopy"
+    multifd_channels: int = Field(2, ge=1, le=16)
 
 
 class SaveRestoreStep(MigrationStepBase):

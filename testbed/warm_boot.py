@@ -136,13 +136,13 @@ def key_for(ctx: "RunContext", name: str) -> str:
     return snapshot_key(ctx.image.directory.name, ctx.qemu.version_text, ctx.qemu.path, argv, ctx.accel)
 
 
-def set_capabilities(machine: "QemuMachine", mapped_ram: bool = False) -> None:
-    """Every migration the testbed runs wants MIGRATION events; a snapshot file is also mapped-ram.
-    Both ends of a migration must agree on mapped-ram."""
-    capabilities = [{"capability": "events", "state": True}]
-    if mapped_ram:
-        capabilities.append({"capability": "mapped-ram", "state": True})
-    machine.qmp.execute("migrate-set-capabilities", {"capabilities": capabilities})
+def set_capabilities(machine: "QemuMachine", mapped_ram: bool = False, others: dict[str, bool] | None = None) -> None:
+    """Every migration the testbed runs wants MIGRATION events; a snapshot file is also mapped-ram;
+    others: more capabilities, each set on or off (a QEMU that arrived by a multifd migration keeps
+    multifd on, and postcopy refuses it). Both ends of a migration must agree on them."""
+    states = {"events": True, **({"mapped-ram": True} if mapped_ram else {}), **(others or {})}
+    machine.qmp.execute("migrate-set-capabilities",
+                        {"capabilities": [{"capability": name, "state": on} for name, on in states.items()]})
 
 
 def wait_migration(machine: "QemuMachine", since: int, timeout: float, what: str) -> None:

@@ -27,6 +27,7 @@ MIGRATION_EVENTS = {"MIGRATION", "UNPLUG_PRIMARY", "FAILOVER_NEGOTIATED", "DEVIC
 CANCEL_GRACE_S = 30 + 15
 TERMINAL = {"completed", "failed", "cancelled"}
 FILE_MIGRATION_SINCE = (8, 2)
+MODE_CAPABILITIES = {"postcopy": "postcopy-ram", "multifd": "multifd"}  # precopy: neither
 
 
 def _follow_migration(ctx: RunContext, src: QemuMachine, step: MigrationStepBase, since: int) -> tuple[str, str | None, list]:
@@ -103,13 +104,20 @@ def _migrate_once(ctx: RunContext, step: MigrateStep, number: int) -> MigrationR
     entry = MigrationRecord(vm=step.vm, number=number + 1, from_slot=src.plan.slot, to_slot=slot,
                             destination_artifacts=str(dst.artifacts.directory))
     ctx.report.migrations.append(entry)
+    entry.mode = step.mode
     dst.launch()
     for machine in (src, dst):
-        warm_boot.set_capabilities(machine)
+        warm_boot.set_capabilities(machine, others={name: step.mode == mode for mode, name in MODE_CAPABILITIES.items()})
+        if step.mode == "multifd":
+            machine.qmp.execute("migrate-set-parameters", {"multifd-channels": step.multifd_channels})
     dst.qmp.execute("migrate-incoming", {"uri": uri})
     src_cursor, dst_cursor = src.events.cursor(), dst.events.cursor()
     started = ctx.clock.now()
     src.qmp.execute("migrate", {"uri": uri})
+    if step.mode == "postcopy":
+        # Allowed once the migration exists (setup, wait-unplug): QEMU switches to postcopy after its
+        # first RAM pass, so even a migration that would finish in one pass goes through postcopy-active.
+        src.qmp.execute("migrate-start-postcopy")
     status = _run_source(ctx, src, step, entry, src_cursor, started)
     if status == "completed":
         ctx.machines[step.vm] = dst
@@ -146,9 +154,39 @@ def migrate(ctx: RunContext, step: MigrateStep) -> dict[str, Any]:
     if last.status != step.expect or (step.expect == "completed" and len(entries) < step.count):
         raise StepFailed(f"{step.vm}: migration {last.number} ended {last.status!r} "
                          f"(cancelled by {last.cancelled_by}), expected {step.expect!r}; statuses "
-                         f"{last.statuses}")
-    return {"migrations": [{k: getattr(e, k) for k in ("number", "status", "total_time_ms", "downtime_ms",
-                                                   "wait_unplug_ms", "cancelled_by")} for e in entries]}
+                         f"{last.statuses}; the destination said: {_destination_said(last) or 'nothing'}")
+    check_wait_unplug(step, entries)
+    return {"migrations": [{k: getattr(e, k) for k in ("number", "mode", "status", "total_time_ms", "downtime_ms",
+                                                   "wait_unplug_ms", "cancelled_by")} for e in entries],
+            "status": last.status, "wait_unplug_ms": last.wait_unplug_ms,
+            **({"destination_said": said} if (said := _destination_said(last)) else {})}
+
+
+def _destination_said(entry: MigrationRecord) -> str:
+    """A failed load's reason is on the destination's stderr (e.g. "Unknown ramblock")."""
+    if entry.status != "failed":
+        return ""
+    try:
+        said = (Path(entry.destination_artifacts) / "qemu.stderr").read_text().strip().splitlines()
+    except OSError:
+        return ""
+    return " / ".join(said[-3:])
+
+
+def check_wait_unplug(step: MigrationStepBase, entries: list[MigrationRecord]) -> None:
+    if step.min_wait_unplug_ms is None and step.max_wait_unplug_ms is None:
+        return
+    for entry in entries:
+        waited = entry.wait_unplug_ms
+        if waited is None:
+            raise StepFailed(f"{step.vm}: migration {entry.number} had no wait-unplug phase (statuses "
+                             f"{entry.statuses}); min/max_wait_unplug_ms check one")
+        if step.max_wait_unplug_ms is not None and waited > step.max_wait_unplug_ms:
+            raise StepFailed(f"{step.vm}: migration {entry.number} waited {waited} ms in wait-unplug for the "
+                             f"guest's eject, more than max_wait_unplug_ms {step.max_wait_unplug_ms}")
+        if step.min_wait_unplug_ms is not None and waited < step.min_wait_unplug_ms:
+            raise StepFailed(f"{step.vm}: migration {entry.number} waited {waited} ms in wait-unplug for the "
+                             f"guest's eject, less than min_wait_unplug_ms {step.min_wait_unplug_ms}")
 
 
 def _running(machine: QemuMachine) -> bool:
@@ -216,4 +254,5 @@ def save_restore(ctx: RunContext, step: SaveRestoreStep) -> dict[str, Any]:
     if status != step.expect:
         raise StepFailed(f"{step.vm}: the save ended {status!r} (cancelled by {entry.cancelled_by}), expected "
                          f"{step.expect!r}; statuses {entry.statuses}")
+    check_wait_unplug(step, [entry])
     return details
