@@ -170,10 +170,13 @@ def _make_host(scenario: Scenario, plans: list, migrates: bool, image, qemu: Qem
         from testbed.host_vm_warm import plan_host_start
         local = options.local_kernel
         host_image = ensure_host_image(image, modules_dir=local.modules_dir if local else None)
-        warm = plan_host_start(scenario, plans, qemu, image, host_image, 2 if migrates else 1)
+        # A second simulated host is a second PF in the host VM, whether or not a step migrates: the
+        # host VM (and so its snapshot) is then the same for every scenario on the same topology.
+        two_pfs = migrates or scenario.network.hosts > 1
+        warm = plan_host_start(scenario, plans, qemu, image, host_image, 2 if two_pfs else 1)
         snapshot = SnapshotCache(limit_bytes=cache_limit_bytes(options.snapshot_cache_mib)).get(warm.key) \
             if warm.wants_snapshot() and warm.key else None
-        return VmHost.create(scenario.host, plans, peer_addresses(scenario), scenario.network.hosts, migrates,
+        return VmHost.create(scenario.host, plans, peer_addresses(scenario), scenario.network.hosts, two_pfs,
                              image, host_image, qemu.path, clock, options.artifacts_dir, make_scratch_dir(),
                              timeout_s=120 * options.timeout_scale, warm=warm, snapshot=snapshot)
     return NamespaceHost.create(plans, peer_addresses(scenario), scenario.network.hosts, migrates, image, qemu.path,
