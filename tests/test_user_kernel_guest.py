@@ -1,6 +1,7 @@
 """Bisecting a kernel: --kernel/--modules boots a kernel the user brings, and the report says so."""
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -44,20 +45,38 @@ def test_a_user_kernel_boots_the_pair_and_is_reported(tmp_path, other_kernel):
     assert "Linux version " + modules.name in (tmp_path / "art" / "vm1" / "dmesg.txt").read_text()
 
 
-def test_matrix_over_a_debian_suite_kernel_and_a_user_kernel(tmp_path, other_kernel):
-    """`testbed matrix` with both kinds of --kernel value that are not the default, one machine, and its
-    --json and --html outputs: each row ran the kernel its combination names."""
+def _matrix(*args):
+    return subprocess.run([sys.executable, "-m", "testbed.cli", "matrix", *map(str, args)],
+                          capture_output=True, text=True, timeout=900)
+
+
+def test_matrix_slices_over_a_debian_suite_kernel_and_a_user_kernel_merge_into_one_table(tmp_path, other_kernel):
+    """`testbed matrix` as CI runs it: --emit github gives the job matrix, each job runs its slice
+    (--only N, --json), and `matrix merge` joins them (--json, --html). The axes use every kind of
+    value: a QEMU path, a Debian suite's kernel, and a kernel the user unpacked."""
     bzimage, modules = other_kernel
     zoo_19 = REPO / "scenarios" / "zoo" / "zoo-19-mac-change-refused.yaml"
-    user = f"{bzimage}:{modules}"
-    done = subprocess.run([sys.executable, "-m", "testbed.cli", "matrix", str(zoo_19), "--kernel", "debian:bookworm",
-                           "--kernel", user, "--json", str(tmp_path / "m.json"), "--html", str(tmp_path / "m.html"),
-                           "--artifacts", str(tmp_path / "art")], capture_output=True, text=True, timeout=900)
-    assert done.returncode == 0, done.stdout + done.stderr
-    rows = json.loads((tmp_path / "m.json").read_text())["rows"]
+    system_qemu, user = shutil.which("qemu-system-x86_64"), f"{bzimage}:{modules}"
+    axes = [zoo_19, "--qemu", system_qemu, "--kernel", "debian:bookworm", "--kernel", user]
+    emitted = _matrix(*axes, "--emit", "github")
+    assert emitted.returncode == 0, emitted.stderr
+    jobs = json.loads(emitted.stdout)["include"]
+    assert [(j["index"], j["qemu"], j["kernel"]) for j in jobs] == [(0, system_qemu, "debian:bookworm"),
+                                                                      (1, system_qemu, user)]
+    for job in jobs:
+        done = _matrix(*axes, "--only", job["index"], "--json", tmp_path / f"slice{job['index']}.json",
+                       "--artifacts", tmp_path / f"art{job['index']}")
+        assert done.returncode == 0, done.stdout + done.stderr
+    merged = _matrix("merge", tmp_path / "slice1.json", tmp_path / "slice0.json", "--json", tmp_path / "all.json",
+                     "--html", tmp_path / "all.html")
+    assert merged.returncode == 0, merged.stderr
+    rows = json.loads((tmp_path / "all.json").read_text())["rows"]
     assert sorted(r["kernel"] for r in rows) == sorted(["debian:bookworm", user])
     # bookworm's suite kernel and the unpacked one are the same 6.1 build, not the recipe's 6.12
     assert {r["guest_kernel"] for r in rows} == {modules.name}
     assert {r["outcome"] for r in rows} == {"reproduced"}
-    page = (tmp_path / "m.html").read_text()
+    assert len({r["qemu_version"] for r in rows}) == 1 and rows[0]["qemu_version"]
+    assert all(r["figures"]["pairs_ready_s"] > 0 and "Operation not supported" in r["evidence"] for r in rows)
+    assert "zoo-19-mac-change-refused" in merged.stdout and "reproduced" in merged.stdout
+    page = (tmp_path / "all.html").read_text()
     assert page.count("<tr>") == 3 and page.count(f"<td>{modules.name}</td>") == 2
