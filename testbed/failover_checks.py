@@ -15,10 +15,37 @@ def default_expectation(pair: PairPlan) -> Expectation:
     return Expectation.PAIRED if pair.primary else Expectation.STANDBY_ONLY
 
 
+def expectation_now(pair: PairPlan, absent: set[str] | frozenset[str]) -> Expectation:
+    """What the pair should show with the NICs that are plugged now (absent: device ids not plugged)."""
+    standby_here = pair.standby.device_id not in absent
+    primary_here = pair.primary is not None and pair.primary.device_id not in absent
+    if not standby_here:
+        return Expectation.PRIMARY_ONLY if primary_here else Expectation.ABSENT
+    base = default_expectation(pair)
+    return Expectation.STANDBY_ONLY if base == Expectation.PAIRED and not primary_here else base
+
+
+def _without_standby(netdevs: list[Netdev], pair: PairPlan, expect: Expectation) -> list[str]:
+    mac, name = pair.pair.mac, pair.pair.name
+    with_mac = [n for n in netdevs if n.mac == mac or n.perm_addr == mac]
+    problems = [f"pair {name}: expected no failover master for {mac}, found {n.name}"
+                for n in with_mac if n.role == Role.FAILOVER]
+    if expect == Expectation.ABSENT:
+        return problems + [f"pair {name}: expected no netdev with MAC {mac}, found {n.name} ({n.driver})"
+                           for n in with_mac if n.role != Role.FAILOVER]
+    plain = [n for n in with_mac if n.driver == pair.guest_primary_driver and n.master is None]
+    if len(plain) != 1 or len(with_mac) != 1:
+        problems.append(f"pair {name}: expected only a plain {pair.guest_primary_driver} netdev with MAC {mac}, "
+                        f"found {[f'{n.name} ({n.driver}, master {n.master})' for n in with_mac]}")
+    return problems
+
+
 def pair_problems(netdevs: list[Netdev], pair: PairPlan, expect: Expectation) -> list[str]:
     """Everything that differs from the expectation; empty means the check passes."""
     mac = pair.pair.mac
     name = pair.pair.name
+    if expect in (Expectation.PRIMARY_ONLY, Expectation.ABSENT):
+        return _without_standby(netdevs, pair, expect)
     masters = [n for n in netdevs if n.role == Role.FAILOVER and n.mac == mac]
     problems: list[str] = []
     if expect == Expectation.NO_FAILOVER:

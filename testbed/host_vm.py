@@ -236,17 +236,17 @@ class VmHost(Host):
 
     # -- the Host interface
     def new_machine(self, plan: MachinePlan, artifacts_dir: Path, incoming: bool,
-                    absent_primaries: frozenset[str], socket_dir: Path, run_dir_name: str | None = None) -> NestedMachine:
+                    absent_devices: frozenset[str], socket_dir: Path, run_dir_name: str | None = None) -> NestedMachine:
         """A nested QEMU to launch; or, with run_dir_name, one already running in a restored L1 (with
-        the VFs it held released before the save, in absent_primaries), to adopt."""
+        the VFs it held released before the save, in absent_devices), to adopt."""
         if self.shell is None:
             raise TestbedError("the host VM is not up")
         if run_dir_name is None:
             self.take_vfs(plan, [p.pair.name for p in plan.pairs if p.primary is not None
-                                 and not p.primary.backend and p.pair.name not in absent_primaries])
+                                 and not p.primary.backend and p.primary.device_id not in absent_devices])
         machine = NestedMachine(with_host_devices(plan, self.vfs), self._guest_image, self.netns, artifacts_dir,
                                 self._clock, self.shell, self.machine.alive, self.nested_accel, incoming=incoming,
-                                absent_primaries=absent_primaries, run_dir_name=run_dir_name)
+                                absent_devices=absent_devices, run_dir_name=run_dir_name)
         machine.depends_on = self.machine
         return machine
 

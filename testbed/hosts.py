@@ -38,7 +38,7 @@ class Host(ABC):
 
     @abstractmethod
     def new_machine(self, plan: MachinePlan, artifacts_dir: Path, incoming: bool,
-                    absent_primaries: frozenset[str], socket_dir: Path) -> QemuMachine:
+                    absent_devices: frozenset[str], socket_dir: Path) -> QemuMachine:
         """A guest's QEMU, not launched yet."""
 
     @abstractmethod
@@ -111,9 +111,9 @@ class NamespaceHost(Host):
         return host
 
     def new_machine(self, plan: MachinePlan, artifacts_dir: Path, incoming: bool,
-                    absent_primaries: frozenset[str], socket_dir: Path) -> QemuMachine:
+                    absent_devices: frozenset[str], socket_dir: Path) -> QemuMachine:
         return QemuMachine(plan, self._image, self._qemu, self._accel, self.netns, artifacts_dir, self._clock,
-                           incoming=incoming, absent_primaries=absent_primaries, socket_dir=socket_dir)
+                           incoming=incoming, absent_devices=absent_devices, socket_dir=socket_dir)
 
     def run(self, argv: list[str]) -> str:
         return self.netns.run(argv)

@@ -51,12 +51,12 @@ class QemuMachine:
 
     def __init__(self, plan: MachinePlan, image: GuestImage, qemu: str, accel: str,
                  netns: NetworkNamespace, artifacts_dir: Path, clock: RunClock,
-                 incoming: bool = False, absent_primaries: frozenset[str] = frozenset(),
+                 incoming: bool = False, absent_devices: frozenset[str] = frozenset(),
                  socket_dir: Path | None = None):
         self.plan = plan
         self.socket_dir = socket_dir
         self.incoming = incoming
-        self.absent_primaries = absent_primaries
+        self.absent_devices = absent_devices
         self.image = image
         self.qemu = qemu
         self.accel = accel
@@ -89,7 +89,7 @@ class QemuMachine:
         files = LaunchFiles(self.image.kernel, self.image.initrd, self.artifacts.serial_log, qmp_fd,
                             serial_socket=self.serial_socket, qmp_socket=self.qmp_socket)
         return build_argv(self.qemu, self.plan, files, self.accel, incoming=self.incoming,
-                          absent_primaries=self.absent_primaries)
+                          absent_devices=self.absent_devices)
 
     def launch(self) -> None:
         """Starts QEMU paused (-S) with QMP connected and every event recorded. On any failure the

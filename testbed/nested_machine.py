@@ -35,19 +35,19 @@ def qmp_port(plan: MachinePlan) -> int:
 
 
 def nested_argv(plan: MachinePlan, run_dir: Path, accel: str, incoming: bool = False,
-                absent_primaries: frozenset[str] = frozenset()) -> list[str]:
+                absent_devices: frozenset[str] = frozenset()) -> list[str]:
     """The nested QEMU's command line as it runs inside the host VM."""
     files = LaunchFiles(L2_IMAGE / "vmlinuz", L2_IMAGE / "initrd.img", run_dir / "serial.log", None,
                         qmp_tcp_port=qmp_port(plan), ssh_listen="0.0.0.0")
-    return build_argv("qemu-system-x86_64", plan, files, accel, incoming=incoming, absent_primaries=absent_primaries)
+    return build_argv("qemu-system-x86_64", plan, files, accel, incoming=incoming, absent_devices=absent_devices)
 
 
 class NestedMachine(QemuMachine):
     def __init__(self, plan: MachinePlan, image: "GuestImage", netns: "NetworkNamespace", artifacts_dir: Path,
                  clock: "RunClock", host_shell: GuestShell, host_alive, accel: str, incoming: bool = False,
-                 absent_primaries: frozenset[str] = frozenset(), run_dir_name: str | None = None):
+                 absent_devices: frozenset[str] = frozenset(), run_dir_name: str | None = None):
         super().__init__(plan, image, "qemu-system-x86_64", accel, netns, artifacts_dir, clock,
-                         incoming=incoming, absent_primaries=absent_primaries)
+                         incoming=incoming, absent_devices=absent_devices)
         # KVM on L1's emulated SVM runs L2 about as fast as L1; TCG inside TCG is 10 to 20 times slower.
         self.slowdown = 3.0 if accel == "kvm" else 10.0
         self._host = host_shell
@@ -66,7 +66,7 @@ class NestedMachine(QemuMachine):
         return str(self._run_dir / name)
 
     def argv(self, qmp_fd: int = 3) -> list[str]:
-        return nested_argv(self.plan, self._run_dir, self.accel, self.incoming, self.absent_primaries)
+        return nested_argv(self.plan, self._run_dir, self.accel, self.incoming, self.absent_devices)
 
     def launch(self) -> None:
         argv = self.argv()

@@ -112,6 +112,13 @@ def plan_machine(vm: VM, index: int) -> MachinePlan:
                        ssh_port=SSH_PORT_BASE + index, pairs=pairs, root_ports=ports)
 
 
+def present_at_boot(pair: PairPlan, nic: NicPlan) -> bool:
+    """Whether QEMU starts with this NIC of the pair (a scenario may leave either out until a step
+    plugs it)."""
+    spec = pair.pair.standby if nic is pair.standby else pair.pair.primary
+    return getattr(spec, "at_boot", True)
+
+
 def plan_machines(scenario: Scenario) -> list[MachinePlan]:
     return [plan_machine(vm, i) for i, vm in enumerate(scenario.vms)]
 

@@ -59,10 +59,11 @@ def primary_props(pair: PairPlan) -> dict[str, object]:
 
 
 def build_argv(qemu: str, plan: MachinePlan, files: LaunchFiles, accel: str,
-               incoming: bool = False, absent_primaries: frozenset[str] = frozenset(),
+               incoming: bool = False, absent_devices: frozenset[str] = frozenset(),
                paused: bool = True) -> list[str]:
     """incoming: a migration destination (-incoming defer, runs as soon as the state arrived).
-    absent_primaries: pairs whose primary was unplugged on the source and so must not exist here.
+    absent_devices: ids of standbys and primaries not plugged now (unplugged by a step on the source, or
+    not there at boot), which so must not exist here; their backends do, so device_add can use them.
     paused: start with -S, so the testbed can set link states and attach its recorder first."""
     vm = plan.vm
     argv = [
@@ -94,13 +95,13 @@ def build_argv(qemu: str, plan: MachinePlan, files: LaunchFiles, accel: str,
         argv += ["-device", _opts("pcie-root-port", {"id": port, "bus": "pcie.0", "chassis": i + 1,
                                                      "addr": hex(FIRST_ROOT_PORT_SLOT + i)})]
     for pair in plan.pairs:
-        argv += ["-netdev", _opts("tap", netdev_props(pair.standby)),
-                 "-device", _opts("virtio-net-pci", standby_props(pair))]
+        argv += ["-netdev", _opts("tap", netdev_props(pair.standby))]
+        if pair.standby.device_id not in absent_devices:
+            argv += ["-device", _opts("virtio-net-pci", standby_props(pair))]
         if pair.primary:
-            # The backend exists even for a primary that is absent now, so device_add can use it.
             if pair.primary.backend:
                 argv += ["-netdev", _opts("tap", netdev_props(pair.primary))]
-            if pair.pair.name not in absent_primaries:
+            if pair.primary.device_id not in absent_devices:
                 props = primary_props(pair)
                 argv += ["-device", _opts(str(props.pop("driver")), props)]
     return argv

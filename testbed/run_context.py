@@ -21,7 +21,7 @@ from testbed.images import GuestImage, LocalKernel
 from testbed.machine import QemuMachine
 from testbed.machine_watch import RunWatch
 from testbed.netns import NetworkNamespace
-from testbed.plan import MachinePlan
+from testbed.plan import MachinePlan, present_at_boot
 from testbed.qemu_host import QemuBinary
 from testbed.report import RunReport, VmReport
 from testbed.scenario import Scenario
@@ -60,12 +60,19 @@ class RunContext:
     shells: dict[str, GuestShell] = field(default_factory=dict)
     traffic: dict[tuple[str, str], TrafficSession] = field(default_factory=dict)
     snapshots: dict[int, Snapshot] = field(default_factory=dict)  # step index -> counters at its start
-    absent_primaries: dict[str, set[str]] = field(default_factory=dict)  # vm -> pairs unplugged by a step
+    # vm -> ids of the standbys and primaries not plugged now: absent at boot (`at_boot: false`), or
+    # unplugged by a step; a migration's destination is made without them too
+    absent_devices: dict[str, set[str]] = field(default_factory=dict)
     down_requested: bool = False  # a person said `testbed down` while the run was held
     retired: list[QemuMachine] = field(default_factory=list)  # migration sources, for teardown
     watch: RunWatch = field(default_factory=RunWatch)
     deadline: float | None = None  # run clock: when the current step's timeout_s runs out
     _scratch: Path | None = None
+
+    def __post_init__(self) -> None:
+        for name, plan in self.plans.items():
+            self.absent_devices[name] = {nic.device_id for p in plan.pairs for nic in (p.standby, p.primary)
+                                         if nic is not None and not present_at_boot(p, nic)}
 
     @property
     def netns(self) -> NetworkNamespace:
@@ -105,7 +112,7 @@ class RunContext:
     def new_machine(self, name: str, slot: int, incoming: bool, label: str) -> QemuMachine:
         machine = self.host.new_machine(self.plans[name].on_slot(slot), self.options.artifacts_dir / label,
                                         incoming=incoming,
-                                        absent_primaries=frozenset(self.absent_primaries.get(name, ())),
+                                        absent_devices=frozenset(self.absent_devices.get(name, ())),
                                         socket_dir=self.scratch_dir())
         return self.track(name, machine)
 

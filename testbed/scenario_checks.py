@@ -122,6 +122,9 @@ def check_steps(vms: Sequence["VM"], steps: Sequence[StepModel]) -> None:
             if ref.name not in booted:
                 raise KeyedValueError(f"steps[{i}].{ref.key}", f"names VM {ref.name!r}, which no earlier boot step "
                                       "starts")
+        since = getattr(step, "since_step", None)
+        if since is not None and since >= i:
+            raise KeyedValueError(f"steps[{i}].since_step", f"is {since}: it must name an earlier step (0..{i - 1})")
         if not vm_refs:
             continue
         vm = by_name[vm_refs[0].name]

@@ -53,6 +53,7 @@ class PciPrimary(Strict):
     # true: keep the model's option ROM (QEMU's default). A migration then fails: the hidden primary's
     # ROM RAMBlock does not exist on the destination (zoo item 2).
     rom: bool = False
+    at_boot: bool = True  # false: QEMU starts without it; a plug-primary step adds it
 
     @field_validator("model", mode="before")
     @classmethod
@@ -66,6 +67,7 @@ class HostVfPrimary(Strict):
     """A VF of the host VM's igb PF, bound to vfio-pci on the host and passed to the guest with
     failover_pair_id, as the kernel document's hostdev. The testbed picks the VF."""
     kind: Literal[PrimaryKind.HOST_VF]
+    at_boot: bool = True  # false: QEMU starts without it; a plug-primary step adds it
 
 
 Primary = Annotated[Union[IgbVfPrimary, PciPrimary, HostVfPrimary], Field(discriminator="kind")]
@@ -79,6 +81,9 @@ class Standby(Strict):
     # a real way to get a guest that never negotiates STANDBY.
     legacy_virtio: bool = False
     link: Literal["up", "down"] = "up"
+    # false: QEMU starts without the virtio-net device (its tap exists); a plug-standby step adds it.
+    # A primary present before its standby is not hidden by QEMU (zoo item 10).
+    at_boot: bool = True
 
 
 class FailoverPair(Strict):

@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from testbed.scenario_step_base import VmStep
+from testbed.scenario_values import Strict
 
 
 class MigrationStepBase(VmStep):
@@ -73,3 +74,32 @@ class ResetStep(VmStep):
     how: Literal["system-reset", "reboot"] = "system-reset"
     timeout_s: float = Field(120.0, gt=0, le=3600)
     wait_for_pairs: bool = True
+
+
+class EventPattern(Strict):
+    """One QMP event the VM's QEMUs must have sent: its name, a subset of its data, and optionally
+    how long after the previous pattern's match it came."""
+    event: str = Field(pattern=r"^[A-Z][A-Z0-9_]{0,63}$")
+    data: dict[str, str | int | bool] = Field({}, max_length=8)
+    # only from this QEMU, named as its artifacts directory: vm1 (the first), vm1-migration1 (the
+    # first migration's destination), ... Both ends of a migration send MIGRATION events.
+    qemu: str | None = Field(None, pattern=r"^[a-z][a-z0-9-]{0,63}$")
+    min_ms_after_previous: float | None = Field(None, ge=0)
+    max_ms_after_previous: float | None = Field(None, gt=0)
+
+
+class CheckEventsStep(VmStep):
+    """Checks the QMP events of every QEMU the VM has run in (sources, destinations and restored
+    ones, merged in time order) since the start of step `since_step`: `sequence` must appear in
+    that order (other events may come between), and nothing that matches an `absent` pattern."""
+    action: Literal["check-events"]
+    vm: str
+    since_step: int = Field(0, ge=0)
+    sequence: list[EventPattern] = Field([], max_length=32)
+    absent: list[EventPattern] = Field([], max_length=8)
+
+    @model_validator(mode="after")
+    def _something(self) -> "CheckEventsStep":
+        if not self.sequence and not self.absent:
+            raise ValueError("give a sequence or absent patterns (or both)")
+        return self

@@ -8,7 +8,8 @@ from typing import Annotated, Any, Literal, Union, get_args
 
 from pydantic import Field, field_validator
 
-from testbed.scenario_run_steps import ContStep, MigrateStep, ResetStep, SaveRestoreStep, StopStep
+from testbed.scenario_run_steps import (CheckEventsStep, ContStep, MigrateStep, ResetStep, SaveRestoreStep,
+                                        StopStep)
 from testbed.scenario_step_base import PairStep, Ref, StepBase, StepModel, VmStep, no_duplicates
 from testbed.scenario_values import MAX_TEXT, check_mac
 
@@ -38,6 +39,8 @@ class Expectation(StrEnum):
     PAIRED = "paired"              # failover master + standby + primary
     STANDBY_ONLY = "standby-only"  # failover master + standby, no primary
     NO_FAILOVER = "no-failover"    # the virtio NIC is a plain NIC: no master was created
+    PRIMARY_ONLY = "primary-only"  # no standby: the primary is a plain NIC with the pair's MAC, no master
+    ABSENT = "absent"              # neither NIC is plugged: no netdev has the pair's MAC
 
 
 class CheckNetdevsStep(VmStep):
@@ -102,6 +105,13 @@ class UnplugStandbyStep(PairStep):
     plain NIC with the pair's MAC (zoo item 16). A later migrate, save-restore or reset of the VM is
     refused: its destination and checks assume the standby."""
     action: Literal["unplug-standby"]
+
+
+class PlugStandbyStep(PairStep):
+    """device_add of the pair's virtio-net standby (absent at boot, or unplugged); with wait, waits for
+    the guest to show the pair as it now should (a primary already there is enslaved: paired)."""
+    action: Literal["plug-standby"]
+    wait: bool = True
 
 
 class PlugPrimaryStep(PairStep):
@@ -247,7 +257,8 @@ class MtuStep(PairStep):
 Step = Annotated[Union[BootStep, CheckNetdevsStep, CheckDeviceStep, SleepStep, StartTrafficStep,
                        UnplugPrimaryStep, PlugPrimaryStep, SetLinkStep, AnnounceSelfStep, FdbStep,
                        VfMacStep, ExecStep, CheckTrafficStep, MigrateStep, SaveRestoreStep, StopStep,
-                       ContStep, ResetStep, MtuStep, UnplugStandbyStep, PauseStep],
+                       ContStep, ResetStep, MtuStep, UnplugStandbyStep, PlugStandbyStep, CheckEventsStep,
+                       PauseStep],
                  Field(discriminator="action")]
 
 STEP_TYPES: tuple[type[StepModel], ...] = get_args(get_args(Step)[0])

@@ -62,6 +62,8 @@ def guest_cold_reasons(scenario: "Scenario", qemu_version: tuple[int, ...], name
             reasons.append(f"pair {pair.name}: the standby never negotiates STANDBY (boot-time behaviour)")
         if pair.standby.link != "up":
             reasons.append(f"pair {pair.name}: the standby starts with its link down")
+        if not pair.standby.at_boot or not getattr(pair.primary, "at_boot", True):
+            reasons.append(f"pair {pair.name}: a NIC is plugged after the boot (the order is the scenario's point)")
     if not step.wait_for_pairs:
         reasons.append("the boot step does not wait for the pairs (the state before they are whole)")
     for i, later in enumerate(scenario.steps):

@@ -50,6 +50,12 @@ def test_pci_migration_follows_qemus_failover_sequence_and_the_gap_belongs_to_it
     check = next(s for s in report["steps"] if s["action"] == "check-netdevs")
     roles = sorted(n["role"] for n in check["details"]["netdevs"] if n["mac"] == "52:54:00:00:12:54")
     assert roles == ["failover", "primary", "standby"]
+    # check-events matched the qtest's sequence across the three QEMUs, in time order
+    (events,) = [s for s in report["steps"] if s["action"] == "check-events"]
+    matched = events["details"]["matched"]
+    assert events["ok"] and len(matched) == 12
+    assert [e["qemu"] for e in matched if e["event"] == "FAILOVER_NEGOTIATED"] == ["vm1-migration1", "vm1-migration2"]
+    assert [e["t"] for e in matched] == sorted(e["t"] for e in matched)
 
 
 def test_a_guest_that_never_acks_is_cancelled_by_the_testbed_in_bounded_time(tmp_path):
@@ -61,4 +67,10 @@ def test_a_guest_that_never_acks_is_cancelled_by_the_testbed_in_bounded_time(tmp
     assert migration["statuses"][:2] == ["setup", "wait-unplug"] and migration["statuses"][-1] == "cancelled"
     # The timeout, plus QEMU's own 30 s grace for a started unplug, plus a margin: no hang.
     assert migration["ended_s"] - migration["started_s"] < timeout_s + 30 + 10
+    # a cancelled migration has its time too (QEMU gives none): setup to cancelled, with the grace
+    assert migration["total_time_ms"] > (timeout_s + 29) * 1000
+    # check-events: cancelling held for QEMU's 30 s grace, and the destination never ran
+    (events,) = [s for s in report["steps"] if s["action"] == "check-events"]
+    assert events["ok"] and [e["data"].get("status") for e in events["details"]["matched"]][1:] == \
+        ["wait-unplug", "cancelling", "cancelled"]
     assert wall < 120

@@ -63,10 +63,14 @@ def test_a_raw_boot_has_neither_the_testbed_monitor_nor_a_pause():
     (plan,) = plan_machines(load_scenario(SCENARIOS / "standby-pci.yaml"))
     raw = build_argv("qemu", plan, LaunchFiles(Path("/k"), Path("/i"), Path("/s.log"), None), "tcg", paused=False)
     assert "-S" not in raw and not any("id=qmp" in a for a in raw)
-    destination = build_argv("qemu", plan, FILES, "tcg", incoming=True, absent_primaries=frozenset({"net0"}))
+    destination = build_argv("qemu", plan, FILES, "tcg", incoming=True, absent_devices=frozenset({"net0-pri"}))
     assert "-S" not in destination and destination[destination.index("-incoming") + 1] == "defer"
     assert not any(d.startswith("e1000e,") for d in _devices(destination))
     assert "tap,id=hn-net0-pri,ifname=t0net0p,script=no,downscript=no,vhost=off" in destination  # for a re-plug
+    no_standby = build_argv("qemu", plan, FILES, "tcg", absent_devices=frozenset({"net0-sby"}))
+    assert not any(",id=net0-sby" in d for d in _devices(no_standby))
+    assert any(d.startswith("e1000e,") and "failover_pair_id=net0-sby" in d for d in _devices(no_standby))
+    assert "tap,id=hn-net0-sby,ifname=t0net0s,script=no,downscript=no,vhost=off" in no_standby  # for plug-standby
 
 
 GOLDEN = Path(__file__).parent / "golden"

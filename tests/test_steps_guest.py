@@ -140,3 +140,58 @@ def test_stop_cont_mtu_save_restore_and_reset(tmp_path):
         with pytest.raises(MachineDied, match=r"vm1: the guest ended its own run \(guest-reset\)"):
             wait_until(lambda: "QEMU still running" if vm.alive() else None, 60, "vm1's QEMU to exit")
         assert not vm.alive() and vm.guest_shutdown_reason() == "guest-reset"
+
+
+ORDERING = """
+description: a standby and a primary that are not there at boot, plugged by steps
+vms:
+  - name: vm1
+    pairs:
+      - name: net0
+        mac: "52:54:00:00:12:66"
+        standby: {at_boot: false}
+        primary: {kind: pci}
+      - name: net1
+        mac: "52:54:00:00:12:67"
+        primary: {kind: pci, at_boot: false}
+steps:
+  - action: boot                 # waits for net0 primary-only and net1 standby-only
+  - action: check-netdevs
+    vm: vm1
+    pairs: [net0]
+    expect: primary-only
+  - action: check-netdevs
+    vm: vm1
+    pairs: [net1]
+    expect: standby-only
+  - action: check-events         # the boot negotiated STANDBY for net1's standby only
+    vm: vm1
+    sequence: [{event: FAILOVER_NEGOTIATED, data: {device-id: net1-sby}}]
+    absent: [{event: FAILOVER_NEGOTIATED, data: {device-id: net0-sby}}]
+  - action: plug-primary
+    vm: vm1
+    pair: net1
+  - action: plug-standby         # the primary already there is enslaved
+    vm: vm1
+    pair: net0
+  - action: check-netdevs
+    vm: vm1
+    expect: paired
+  - action: check-events
+    vm: vm1
+    since_step: 5
+    sequence: [{event: FAILOVER_NEGOTIATED, data: {device-id: net0-sby}}]
+"""
+
+
+def test_a_standby_and_a_primary_plugged_after_the_boot(run_testbed_scenario, tmp_path):
+    path = tmp_path / "ordering.yaml"
+    path.write_text(ORDERING)
+    report = run_testbed_scenario(path)
+    assert report.passed, report.error
+    boot_netdevs = {n["name"]: n for n in report.steps[1].details["netdevs"]}
+    (plain,) = [n for n in boot_netdevs.values() if n["mac"] == "52:54:00:00:12:66"]
+    assert plain["driver"] == "e1000e" and plain["master"] is None  # QEMU did not hide it: no standby
+    plugged = report.steps[5].details
+    assert plugged["device"] == "net0-sby" and sorted(n["role"] for n in plugged["netdevs"]) == \
+        ["failover", "primary", "standby"]

@@ -8,13 +8,13 @@ from typing import Any
 from testbed.errors import StepFailed
 from testbed.hold import hold
 from testbed.plan import NicPlan
-from testbed.qemu_argv import primary_props
+from testbed.qemu_argv import primary_props, standby_props
 from testbed.run_context import RunContext
 from testbed.guest_probe import read_netdevs
-from testbed.scenario import (AnnounceSelfStep, ExecStep, Expectation, FdbStep, MtuStep, Nic, PauseStep,
-                              PlugPrimaryStep, SetLinkStep, SleepStep, UnplugPrimaryStep, UnplugStandbyStep,
+from testbed.scenario import (AnnounceSelfStep, ExecStep, FdbStep, MtuStep, Nic, PauseStep, PlugPrimaryStep,
+                              PlugStandbyStep, SetLinkStep, SleepStep, UnplugPrimaryStep, UnplugStandbyStep,
                               VfMacStep)
-from testbed.steps.pairs import pairs_check
+from testbed.steps.pairs import expected_now
 from testbed.steps.registry import handles
 from testbed.waiting import wait_until, watchful_sleep
 
@@ -31,13 +31,13 @@ def pair_nic(ctx: RunContext, vm: str, pair_name: str, nic: Nic) -> NicPlan:
 def unplug_primary(ctx: RunContext, step: UnplugPrimaryStep) -> dict[str, Any]:
     machine = ctx.machine(step.vm)
     device = pair_nic(ctx, step.vm, step.pair, Nic.PRIMARY).device_id
-    ctx.absent_primaries.setdefault(step.vm, set()).add(step.pair)
+    ctx.absent_devices.setdefault(step.vm, set()).add(device)
     cursor = machine.events.cursor()
     started = ctx.clock.now()
     machine.qmp.execute("device_del", {"id": device})
     event = machine.events.wait_for("DEVICE_DELETED", ctx.timeout(step.timeout_s), since=cursor,
                                     match=lambda d: d.get("device") == device)
-    check = pairs_check(ctx, step.vm, [step.pair], Expectation.STANDBY_ONLY)
+    check = expected_now(ctx, step.vm, [step.pair])
     wait_until(check, ctx.timeout(step.timeout_s), f"{step.vm} to show {step.pair} without a primary")
     return {"device": device, "device_deleted_after_s": round(event.t - started, 3),
             "guest_settled_after_s": round(ctx.clock.now() - started, 3)}
@@ -57,8 +57,25 @@ def unplug_standby(ctx: RunContext, step: UnplugStandbyStep) -> dict[str, Any]:
         left = [n.name for n in read_netdevs(shell) if n.driver == "virtio_net" and n.mac == nic.mac]
         return f"virtio_net netdevs with MAC {nic.mac} still there: {left}" if left else None
     wait_until(standby_gone, ctx.timeout(step.timeout_s), f"{step.vm}'s standby netdev to go")
+    ctx.absent_devices.setdefault(step.vm, set()).add(nic.device_id)
     return {"device": nic.device_id, "device_deleted_after_s": round(event.t - started, 3),
             "netdevs": [n.as_dict() for n in read_netdevs(shell) if n.mac == nic.mac]}
+
+
+@handles(PlugStandbyStep)
+def plug_standby(ctx: RunContext, step: PlugStandbyStep) -> dict[str, Any]:
+    machine = ctx.machine(step.vm)
+    pair = ctx.plan(step.vm).pair(step.pair)
+    started = ctx.clock.now()
+    machine.qmp.execute("device_add", {"driver": "virtio-net-pci", **standby_props(pair)})
+    ctx.absent_devices.setdefault(step.vm, set()).discard(pair.standby.device_id)
+    details: dict[str, Any] = {"device": pair.standby.device_id}
+    if step.wait:
+        check = expected_now(ctx, step.vm, [step.pair])
+        wait_until(check, ctx.timeout(step.timeout_s), f"{step.vm} to show {step.pair} with its standby plugged")
+        details["guest_settled_after_s"] = round(ctx.clock.now() - started, 3)
+        details["netdevs"] = [n.as_dict() for n in check.last if n.mac == pair.pair.mac]
+    return details
 
 
 @handles(PlugPrimaryStep)
@@ -71,9 +88,9 @@ def plug_primary(ctx: RunContext, step: PlugPrimaryStep) -> dict[str, Any]:
         details["vf_mac_set"] = vf_macs[0]
     started = ctx.clock.now()
     machine.qmp.execute("device_add", props)
-    ctx.absent_primaries.setdefault(step.vm, set()).discard(step.pair)
+    ctx.absent_devices.setdefault(step.vm, set()).discard(str(props["id"]))
     if step.wait:
-        check = pairs_check(ctx, step.vm, [step.pair], Expectation.PAIRED)
+        check = expected_now(ctx, step.vm, [step.pair])  # paired, or a plain NIC if no standby is plugged
         wait_until(check, ctx.timeout(step.timeout_s), f"{step.vm} to enslave {step.pair}'s primary again")
         details["guest_paired_after_s"] = round(ctx.clock.now() - started, 3)
     return details

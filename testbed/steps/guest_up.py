@@ -8,7 +8,7 @@ from testbed.errors import StepFailed, TestbedError
 from testbed.guest_shell import GuestShell
 from testbed.run_context import RunContext
 from testbed.scenario import BootStep
-from testbed.steps.pairs import pairs_check
+from testbed.steps.pairs import expected_now
 from testbed.waiting import wait_until
 
 
@@ -39,7 +39,7 @@ def pairs_ready(ctx: RunContext, name: str, step: BootStep, timings: dict[str, A
     if step.wait_for_pairs:
         # settle: a boot is done when udev has renamed every NIC, not merely when the pairs
         # showed up once under names that are about to change.
-        check = pairs_check(ctx, name, None, None, settle=True)
+        check = expected_now(ctx, name, settle=True)
         wait_until(check, ctx.timeout(step.timeout_s), f"{name}'s failover pairs to settle")
         timings["pairs_ready_s"] = round(ctx.clock.now() - (ctx.machine(name).launched_at or 0), 3)
         # on the run's clock: what a host VM's own boot (or restore) before the guest's launch costs too

@@ -46,7 +46,9 @@ def _adopt(ctx: RunContext, host: VmHost, step: BootStep, name: str, started: fl
     plugged back, its pairs settled."""
     plan = ctx.plans[name].on_slot(0)
     machine = host.new_machine(plan, ctx.options.artifacts_dir / label, incoming=False,
-                               absent_primaries=frozenset(_vfio_pairs(ctx, name)), socket_dir=ctx.scratch_dir(),
+                               absent_devices=frozenset(plan.pair(p).primary.device_id  # type: ignore[union-attr]
+                                                        for p in _vfio_pairs(ctx, name)),
+                               socket_dir=ctx.scratch_dir(),
                                run_dir_name=name)  # every cold boot launches the guest in run dir <name>
     ctx.track(name, machine)
     ctx.machines[name] = machine

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from testbed.failover_checks import default_expectation, explain, pair_problems
+from testbed.failover_checks import default_expectation, expectation_now, explain, pair_problems
 from testbed.guest_probe import Netdev, read_netdevs
 from testbed.errors import WaitTimeout
 from testbed.guest_shell import GuestShell
@@ -40,8 +40,9 @@ def pairs_check(ctx: RunContext, vm: str, pair_names: list[str] | None, expect: 
     return PairsCheck(ctx.shell(vm), pairs, lambda p: expect or default_expectation(p), settle=settle)
 
 
-def expected_now(ctx: RunContext, vm: str) -> PairsCheck:
-    """Pairs whose primary a step unplugged stay standby-only; the others as they boot."""
-    absent = ctx.absent_primaries.get(vm, set())
-    return PairsCheck(ctx.shell(vm), ctx.plan(vm).pairs,
-                      lambda p: Expectation.STANDBY_ONLY if p.pair.name in absent else default_expectation(p))
+def expected_now(ctx: RunContext, vm: str, pair_names: list[str] | None = None, settle: bool = False) -> PairsCheck:
+    """Each pair as it should show with the NICs plugged now: a primary unplugged by a step (or not
+    there at boot) leaves it standby-only, a standby not plugged leaves the primary a plain NIC."""
+    absent = frozenset(ctx.absent_devices.get(vm, set()))
+    pairs = [p for p in ctx.plan(vm).pairs if pair_names is None or p.pair.name in pair_names]
+    return PairsCheck(ctx.shell(vm), pairs, lambda p: expectation_now(p, absent), settle=settle)
