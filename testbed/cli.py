@@ -18,7 +18,7 @@ from testbed.artifacts import new_artifacts_dir
 from testbed.bug_verdict import Verdict, exit_status
 from testbed.errors import ScenarioError, TestbedError
 from testbed.images import LocalKernel, ensure_image
-from testbed.plan import plan_machines
+from testbed.plan import absent_at_boot, plan_machines
 from testbed.qemu_argv import LaunchFiles, build_argv
 from testbed.qemu_host import inspect_qemu
 from testbed.report_view import print_report
@@ -56,7 +56,8 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
             vfs = {(plan.name, plan.slot, p.pair.name): "<VF of the host VM's PF>" for p in plan.pairs}
             plan = with_host_devices(plan, vfs)
             print(f"# {plan.name}" + (" (runs inside the host VM)" if scenario.host.kind.value == "vm" else ""))
-            print(shlex.join(build_argv(qemu, plan, files, args.accel if args.accel != "auto" else "tcg")))
+            print(shlex.join(build_argv(qemu, plan, files, args.accel if args.accel != "auto" else "tcg",
+                                        absent_devices=absent_at_boot(plan))))
         return 0
     artifacts = Path(args.artifacts).resolve() if args.artifacts else \
         new_artifacts_dir(Path("testbed-artifacts").resolve(), scenario.name)

@@ -119,6 +119,12 @@ def present_at_boot(pair: PairPlan, nic: NicPlan) -> bool:
     return getattr(spec, "at_boot", True)
 
 
+def absent_at_boot(plan: MachinePlan) -> frozenset[str]:
+    """The device ids of the NICs QEMU starts without."""
+    return frozenset(nic.device_id for p in plan.pairs for nic in (p.standby, p.primary)
+                     if nic is not None and not present_at_boot(p, nic))
+
+
 def plan_machines(scenario: Scenario) -> list[MachinePlan]:
     return [plan_machine(vm, i) for i, vm in enumerate(scenario.vms)]
 

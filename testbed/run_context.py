@@ -21,7 +21,7 @@ from testbed.images import GuestImage, LocalKernel
 from testbed.machine import QemuMachine
 from testbed.machine_watch import RunWatch
 from testbed.netns import NetworkNamespace
-from testbed.plan import MachinePlan, present_at_boot
+from testbed.plan import MachinePlan, absent_at_boot
 from testbed.qemu_host import QemuBinary
 from testbed.report import RunReport, VmReport
 from testbed.scenario import Scenario
@@ -71,8 +71,7 @@ class RunContext:
 
     def __post_init__(self) -> None:
         for name, plan in self.plans.items():
-            self.absent_devices[name] = {nic.device_id for p in plan.pairs for nic in (p.standby, p.primary)
-                                         if nic is not None and not present_at_boot(p, nic)}
+            self.absent_devices[name] = set(absent_at_boot(plan))
 
     @property
     def netns(self) -> NetworkNamespace:

@@ -56,6 +56,12 @@ def test_dry_run_prints_argv_and_starts_nothing(qemu_tripwire):
     assert done.returncode == 0, done.stderr
     assert "# vm1 (runs inside the host VM)" in done.stdout and "host=<VF of the host VM" in done.stdout
     assert not marker.exists()
+    # a standby left out at boot is not on the command line; its tap backend is, for plug-standby
+    done = subprocess.run([*TESTBED, "run", str(REPO / "scenarios/zoo/zoo-10-primary-before-standby.yaml"),
+                           "--dry-run", "--qemu", str(fake)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "virtio-net-pci,id=net0-sby" not in done.stdout and "tap,id=hn-net0-sby" in done.stdout
+    assert "e1000e,id=net0-pri" in done.stdout and not marker.exists()
 
 
 @pytest.mark.guest
