@@ -56,7 +56,7 @@ def exit_status(verdict: Verdict, reproduced_is_good: bool = False) -> int:
 
 
 # What a symptom step saw, in its own details: a command's output, a migration's end.
-EVIDENCE_KEYS = ("stdout", "status", "cancelled_by", "statuses", "mtus", "max_gap_ms", "lost", "wait_unplug_ms",
+EVIDENCE_KEYS = ("stdout", "error", "status", "cancelled_by", "statuses", "mtus", "max_gap_ms", "lost", "wait_unplug_ms",
                  "destination_said")
 
 

@@ -108,7 +108,7 @@ class MigrationRecord(BaseModel):
     started_s: float | None = None
     ended_s: float | None = None
     statuses: list[str] = []
-    total_time_ms: int | None = None          # query-migrate, QEMU's own milliseconds
+    total_time_ms: int | None = None          # query-migrate, QEMU's own milliseconds (from the events when it gives none)
     downtime_ms: int | None = None
     setup_time_ms: int | None = None
     wait_unplug_ms: float | None = None

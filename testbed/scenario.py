@@ -19,7 +19,7 @@ from testbed.scenario_steps import (STEP_ACTIONS, STEP_TYPES, AnnounceSelfStep, 
                                     PlugPrimaryStep, PlugStandbyStep, SetLinkStep, SleepStep, StartTrafficStep, Step,
                                     UnplugPrimaryStep, UnplugStandbyStep, VfMacStep)
 from testbed.scenario_run_steps import (CheckEventsStep, ContStep, EventPattern, MigrateStep, MigrationStepBase,
-                                        ResetStep, SaveRestoreStep, StopStep)
+                                        QmpStep, ResetStep, SaveRestoreStep, StopStep)
 from testbed.scenario_step_base import PairStep, Ref, StepBase, StepModel
 from testbed.scenario_template import render_template
 from testbed.scenario_values import MAC_RE, NAME_RE, Strict
@@ -32,6 +32,6 @@ __all__ = [
     "AnnounceSelfStep", "BootStep", "CheckDeviceStep", "CheckNetdevsStep", "CheckTrafficStep",
     "ExecStep", "FdbStep", "MigrateStep", "PauseStep", "PlugPrimaryStep", "SetLinkStep", "SleepStep",
     "StartTrafficStep", "UnplugPrimaryStep", "VfMacStep", "MigrationStepBase", "SaveRestoreStep",
-    "StopStep", "ContStep", "ResetStep", "MtuStep", "UnplugStandbyStep", "PlugStandbyStep", "CheckEventsStep", "EventPattern",
+    "StopStep", "ContStep", "ResetStep", "MtuStep", "UnplugStandbyStep", "PlugStandbyStep", "CheckEventsStep", "QmpStep", "EventPattern",
     "Expectation", "Nic", "Path_", "MAC_RE", "NAME_RE", "Strict",
 ]

@@ -3,12 +3,12 @@ cont, and a restart of the guest."""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
 from testbed.scenario_step_base import VmStep
-from testbed.scenario_values import Strict
+from testbed.scenario_values import MAX_TEXT, Strict
 
 
 class MigrationStepBase(VmStep):
@@ -103,3 +103,15 @@ class CheckEventsStep(VmStep):
         if not self.sequence and not self.absent:
             raise ValueError("give a sequence or absent patterns (or both)")
         return self
+
+
+class QmpStep(VmStep):
+    """Sends one QMP command to the VM's QEMU. With expect_error the command must fail, and QEMU's
+    error (class and description) must contain that text; without it the command must succeed. QEMU's
+    reply, or its error, goes into the step's details."""
+    action: Literal["qmp"]
+    vm: str
+    command: str = Field(pattern=r"^[a-z][a-z0-9_-]{0,63}$")
+    arguments: dict[str, Any] = Field({}, max_length=32)
+    expect_error: str | None = Field(None, min_length=1, max_length=MAX_TEXT)
+

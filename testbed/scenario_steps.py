@@ -8,8 +8,8 @@ from typing import Annotated, Any, Literal, Union, get_args
 
 from pydantic import Field, field_validator
 
-from testbed.scenario_run_steps import (CheckEventsStep, ContStep, MigrateStep, ResetStep, SaveRestoreStep,
-                                        StopStep)
+from testbed.scenario_run_steps import (CheckEventsStep, ContStep, MigrateStep, QmpStep, ResetStep,
+                                        SaveRestoreStep, StopStep)
 from testbed.scenario_step_base import PairStep, Ref, StepBase, StepModel, VmStep, no_duplicates
 from testbed.scenario_values import MAX_TEXT, check_mac
 
@@ -258,7 +258,7 @@ Step = Annotated[Union[BootStep, CheckNetdevsStep, CheckDeviceStep, SleepStep, S
                        UnplugPrimaryStep, PlugPrimaryStep, SetLinkStep, AnnounceSelfStep, FdbStep,
                        VfMacStep, ExecStep, CheckTrafficStep, MigrateStep, SaveRestoreStep, StopStep,
                        ContStep, ResetStep, MtuStep, UnplugStandbyStep, PlugStandbyStep, CheckEventsStep,
-                       PauseStep],
+                       QmpStep, PauseStep],
                  Field(discriminator="action")]
 
 STEP_TYPES: tuple[type[StepModel], ...] = get_args(get_args(Step)[0])

@@ -168,6 +168,19 @@ steps:
     vm: vm1
     sequence: [{event: FAILOVER_NEGOTIATED, data: {device-id: net1-sby}}]
     absent: [{event: FAILOVER_NEGOTIATED, data: {device-id: net0-sby}}]
+  - action: qmp                  # qtest params/error/id
+    vm: vm1
+    command: device_add
+    arguments: {driver: e1000e, failover_pair_id: net1-sby}
+    expect_error: "Device with failover_pair_id needs to have id"
+  - action: qmp                  # qtest params/error/pcie (naming net0-sby, which does not exist yet:
+    vm: vm1                      # one naming net1-sby would block net1's real primary, see zoo/)
+    command: device_add
+    arguments: {driver: e1000e, id: extra0, bus: pcie.0, failover_pair_id: net0-sby}
+    expect_error: "Bus 'pcie.0' does not support hotplugging"
+  - action: qmp
+    vm: vm1
+    command: query-status
   - action: plug-primary
     vm: vm1
     pair: net1
@@ -179,12 +192,12 @@ steps:
     expect: paired
   - action: check-events
     vm: vm1
-    since_step: 5
+    since_step: 8
     sequence: [{event: FAILOVER_NEGOTIATED, data: {device-id: net0-sby}}]
 """
 
 
-def test_a_standby_and_a_primary_plugged_after_the_boot(run_testbed_scenario, tmp_path):
+def test_a_standby_and_a_primary_plugged_after_the_boot_and_qmp_commands(run_testbed_scenario, tmp_path):
     path = tmp_path / "ordering.yaml"
     path.write_text(ORDERING)
     report = run_testbed_scenario(path)
@@ -192,6 +205,10 @@ def test_a_standby_and_a_primary_plugged_after_the_boot(run_testbed_scenario, tm
     boot_netdevs = {n["name"]: n for n in report.steps[1].details["netdevs"]}
     (plain,) = [n for n in boot_netdevs.values() if n["mac"] == "52:54:00:00:12:66"]
     assert plain["driver"] == "e1000e" and plain["master"] is None  # QEMU did not hide it: no standby
-    plugged = report.steps[5].details
+    errors = [report.steps[i].details["error"] for i in (4, 5)]
+    assert errors == ["GenericError: Device with failover_pair_id needs to have id",
+                      "GenericError: Bus 'pcie.0' does not support hotplugging"]
+    assert report.steps[6].details["return"]["status"] == "running"
+    plugged = report.steps[8].details
     assert plugged["device"] == "net0-sby" and sorted(n["role"] for n in plugged["netdevs"]) == \
         ["failover", "primary", "standby"]

@@ -1,4 +1,5 @@
-"""check-events: the QMP events of a VM's QEMUs against an expected sequence (testbed.event_match)."""
+"""Steps at the QMP level: check-events (a VM's QMP events against an expected sequence, see
+testbed.event_match) and qmp (one command, which may be expected to fail)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ from typing import Any
 from testbed.errors import StepFailed
 from testbed.event_match import SeenEvent, absent_problems, match_sequence
 from testbed.run_context import RunContext
-from testbed.scenario import CheckEventsStep
+from testbed.qmp_channel import QmpCommandError
+from testbed.scenario import CheckEventsStep, QmpStep
 from testbed.steps.registry import handles
 
 SHOWN = 40  # events quoted in a failure
@@ -40,3 +42,25 @@ def check_events(ctx: RunContext, step: CheckEventsStep) -> dict[str, Any]:
         raise StepFailed(f"{step.vm}: {'; '.join(problems)}. Its QEMUs' events since step {step.since_step}: "
                          f"{_brief(events) or 'none'}")
     return {"matched": [e.as_dict() for e in found], "events_seen": len(events), "since_s": since_s}
+
+
+@handles(QmpStep)
+def qmp(ctx: RunContext, step: QmpStep) -> dict[str, Any]:
+    machine = ctx.machine(step.vm)
+    try:
+        reply = machine.qmp.execute(step.command, step.arguments, timeout=ctx.timeout(step.timeout_s))
+    except QmpCommandError as e:
+        if e.error_class is None:  # the connection failed: QEMU said nothing about the command
+            raise
+        said = f"{e.error_class}: {e.desc}"
+        if step.expect_error is None:
+            raise StepFailed(f"{step.vm}: QMP {step.command} failed ({said})") from e
+        if step.expect_error not in said:
+            raise StepFailed(f"{step.vm}: QMP {step.command} failed, but with {said!r}, not "
+                             f"{step.expect_error!r}") from e
+        return {"command": step.command, "error": said}
+    if step.expect_error is not None:
+        raise StepFailed(f"{step.vm}: QMP {step.command} succeeded ({reply!r:.200}); expected an error with "
+                         f"{step.expect_error!r}")
+    return {"command": step.command, "return": reply}
+

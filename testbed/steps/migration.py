@@ -89,7 +89,7 @@ def _run_source(ctx: RunContext, src: QemuMachine, step: MigrationStepBase, entr
     entry.statuses = [s for _, s in statuses]
     # QEMU reports no total-time for a migration that did not complete; the events give it
     total = info.get("total-time")
-    entry.total_time_ms = total if total is not None else round((statuses[-1][0] - started) * 1000, 1)
+    entry.total_time_ms = total if total is not None else int(round((statuses[-1][0] - started) * 1000))
     entry.downtime_ms = info.get("downtime")
     entry.setup_time_ms, entry.wait_unplug_ms = info.get("setup-time"), wait_unplug_ms
     entry.events = _events_since(src, cursor)
