@@ -67,7 +67,6 @@ class HostVfPrimary(Strict):
     """A VF of the host VM's igb PF, bound to vfio-pci on the host and passed to the guest with
     failover_pair_id, as the kernel document's hostdev. The testbed picks the VF."""
     kind: Literal[PrimaryKind.HOST_VF]
-    at_boot: bool = True  # false: QEMU starts without it; a plug-primary step adds it
 
 
 Primary = Annotated[Union[IgbVfPrimary, PciPrimary, HostVfPrimary], Field(discriminator="kind")]

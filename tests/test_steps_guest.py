@@ -154,6 +154,10 @@ vms:
       - name: net1
         mac: "52:54:00:00:12:67"
         primary: {kind: pci, at_boot: false}
+      - name: net2                 # neither NIC at boot: nothing with its MAC
+        mac: "52:54:00:00:12:69"
+        standby: {at_boot: false}
+        primary: {kind: pci, at_boot: false}
 steps:
   - action: boot                 # waits for net0 primary-only and net1 standby-only
   - action: check-netdevs
@@ -164,6 +168,10 @@ steps:
     vm: vm1
     pairs: [net1]
     expect: standby-only
+  - action: check-netdevs
+    vm: vm1
+    pairs: [net2]
+    expect: absent
   - action: check-events         # the boot negotiated STANDBY for net1's standby only
     vm: vm1
     sequence: [{event: FAILOVER_NEGOTIATED, data: {device-id: net1-sby}}]
@@ -189,10 +197,11 @@ steps:
     pair: net0
   - action: check-netdevs
     vm: vm1
+    pairs: [net0, net1]
     expect: paired
   - action: check-events
     vm: vm1
-    since_step: 8
+    since_step: 9
     sequence: [{event: FAILOVER_NEGOTIATED, data: {device-id: net0-sby}}]
 """
 
@@ -205,10 +214,11 @@ def test_a_standby_and_a_primary_plugged_after_the_boot_and_qmp_commands(run_tes
     boot_netdevs = {n["name"]: n for n in report.steps[1].details["netdevs"]}
     (plain,) = [n for n in boot_netdevs.values() if n["mac"] == "52:54:00:00:12:66"]
     assert plain["driver"] == "e1000e" and plain["master"] is None  # QEMU did not hide it: no standby
-    errors = [report.steps[i].details["error"] for i in (4, 5)]
+    assert not [n for n in boot_netdevs.values() if n["mac"] == "52:54:00:00:12:69"]  # net2: absent
+    errors = [report.steps[i].details["error"] for i in (5, 6)]
     assert errors == ["GenericError: Device with failover_pair_id needs to have id",
                       "GenericError: Bus 'pcie.0' does not support hotplugging"]
-    assert report.steps[6].details["return"]["status"] == "running"
-    plugged = report.steps[8].details
+    assert report.steps[7].details["return"]["status"] == "running"
+    plugged = report.steps[9].details
     assert plugged["device"] == "net0-sby" and sorted(n["role"] for n in plugged["netdevs"]) == \
         ["failover", "primary", "standby"]
