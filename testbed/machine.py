@@ -139,6 +139,15 @@ class QemuMachine:
     def cont(self) -> None:
         self.qmp.execute("cont")
 
+    def device_del(self, device_id: str, timeout: float) -> float:
+        """device_del, then QEMU's DEVICE_DELETED for it (the guest ejected it); the run-clock time it
+        took."""
+        cursor, started = self.events.cursor(), self.clock.now()
+        self.qmp.execute("device_del", {"id": device_id})
+        event = self.events.wait_for("DEVICE_DELETED", timeout, since=cursor,
+                                     match=lambda d: d.get("device") == device_id)
+        return round(event.t - started, 3)
+
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 

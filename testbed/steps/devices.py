@@ -32,14 +32,11 @@ def unplug_primary(ctx: RunContext, step: UnplugPrimaryStep) -> dict[str, Any]:
     machine = ctx.machine(step.vm)
     device = pair_nic(ctx, step.vm, step.pair, Nic.PRIMARY).device_id
     ctx.absent_devices.setdefault(step.vm, set()).add(device)
-    cursor = machine.events.cursor()
     started = ctx.clock.now()
-    machine.qmp.execute("device_del", {"id": device})
-    event = machine.events.wait_for("DEVICE_DELETED", ctx.timeout(step.timeout_s), since=cursor,
-                                    match=lambda d: d.get("device") == device)
+    deleted_after = machine.device_del(device, ctx.timeout(step.timeout_s))
     check = expected_now(ctx, step.vm, [step.pair])
     wait_until(check, ctx.timeout(step.timeout_s), f"{step.vm} to show {step.pair} without a primary")
-    return {"device": device, "device_deleted_after_s": round(event.t - started, 3),
+    return {"device": device, "device_deleted_after_s": deleted_after,
             "guest_settled_after_s": round(ctx.clock.now() - started, 3)}
 
 
@@ -47,10 +44,7 @@ def unplug_primary(ctx: RunContext, step: UnplugPrimaryStep) -> dict[str, Any]:
 def unplug_standby(ctx: RunContext, step: UnplugStandbyStep) -> dict[str, Any]:
     machine = ctx.machine(step.vm)
     nic = pair_nic(ctx, step.vm, step.pair, Nic.STANDBY)
-    cursor, started = machine.events.cursor(), ctx.clock.now()
-    machine.qmp.execute("device_del", {"id": nic.device_id})
-    event = machine.events.wait_for("DEVICE_DELETED", ctx.timeout(step.timeout_s), since=cursor,
-                                    match=lambda d: d.get("device") == nic.device_id)
+    deleted_after = machine.device_del(nic.device_id, ctx.timeout(step.timeout_s))
     shell = ctx.shell(step.vm)
 
     def standby_gone() -> str | None:
@@ -58,7 +52,7 @@ def unplug_standby(ctx: RunContext, step: UnplugStandbyStep) -> dict[str, Any]:
         return f"virtio_net netdevs with MAC {nic.mac} still there: {left}" if left else None
     wait_until(standby_gone, ctx.timeout(step.timeout_s), f"{step.vm}'s standby netdev to go")
     ctx.absent_devices.setdefault(step.vm, set()).add(nic.device_id)
-    return {"device": nic.device_id, "device_deleted_after_s": round(event.t - started, 3),
+    return {"device": nic.device_id, "device_deleted_after_s": deleted_after,
             "netdevs": [n.as_dict() for n in read_netdevs(shell) if n.mac == nic.mac]}
 
 
@@ -78,17 +72,22 @@ def plug_standby(ctx: RunContext, step: PlugStandbyStep) -> dict[str, Any]:
     return details
 
 
+def add_primary(ctx: RunContext, vm: str, pair: str) -> dict[str, Any]:
+    """device_add of the pair's primary with its launch properties; a host-vf primary's VF gets the
+    pair's MAC through the PF first, as a host does before it hands a VF to a guest."""
+    props = primary_props(ctx.plan(vm).pair(pair))
+    details: dict[str, Any] = {"device": props["id"]}
+    if vf_macs := ctx.host.take_vfs(ctx.plan(vm), [pair]):
+        details["vf_mac_set"] = vf_macs[0]
+    ctx.machine(vm).qmp.execute("device_add", props)
+    ctx.absent_devices.setdefault(vm, set()).discard(str(props["id"]))
+    return details
+
+
 @handles(PlugPrimaryStep)
 def plug_primary(ctx: RunContext, step: PlugPrimaryStep) -> dict[str, Any]:
-    machine = ctx.machine(step.vm)
-    props = primary_props(ctx.plan(step.vm).pair(step.pair))
-    details: dict[str, Any] = {"device": props["id"]}
-    vf_macs = ctx.host.take_vfs(ctx.plan(step.vm), [step.pair])
-    if vf_macs:
-        details["vf_mac_set"] = vf_macs[0]
     started = ctx.clock.now()
-    machine.qmp.execute("device_add", props)
-    ctx.absent_devices.setdefault(step.vm, set()).discard(str(props["id"]))
+    details = add_primary(ctx, step.vm, step.pair)
     if step.wait:
         check = expected_now(ctx, step.vm, [step.pair])  # paired, or a plain NIC if no standby is plugged
         wait_until(check, ctx.timeout(step.timeout_s), f"{step.vm} to enslave {step.pair}'s primary again")

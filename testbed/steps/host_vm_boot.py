@@ -13,9 +13,9 @@ from testbed.errors import StepFailed, TestbedError
 from testbed.host_vm import VmHost
 from testbed.host_vm_warm import HostWarmStart
 from testbed.nested_machine import NestedMachine
-from testbed.qemu_argv import primary_props
 from testbed.run_context import RunContext
 from testbed.scenario import BootStep
+from testbed.steps.devices import add_primary
 from testbed.steps.guest_up import connect_booted, pairs_ready
 
 logger = logging.getLogger(__name__)
@@ -33,11 +33,8 @@ def _release_vfs(ctx: RunContext, host: VmHost, name: str) -> None:
     """Before the save: each VFIO primary leaves its guest, and the PF stops steering its MAC to the VF."""
     machine = ctx.machine(name)
     for pair in _vfio_pairs(ctx, name):
-        device = ctx.plan(name).pair(pair).primary.device_id  # type: ignore[union-attr]
-        cursor = machine.events.cursor()
-        machine.qmp.execute("device_del", {"id": device})
-        machine.events.wait_for("DEVICE_DELETED", ctx.timeout(UNPLUG_TIMEOUT_S), since=cursor,
-                                match=lambda d, device=device: d.get("device") == device)
+        machine.device_del(ctx.plan(name).pair(pair).primary.device_id,  # type: ignore[union-attr]
+                           ctx.timeout(UNPLUG_TIMEOUT_S))
         host.set_vf_mac(ctx.plan(name), pair, ZERO_MAC)
 
 
@@ -56,8 +53,7 @@ def _adopt(ctx: RunContext, host: VmHost, step: BootStep, name: str, started: fl
     timings = connect_booted(ctx, name, step.timeout_s, marker=False)
     warm_boot.settle_restored(ctx, name)
     for pair in _vfio_pairs(ctx, name):
-        host.take_vfs(machine.plan, [pair])
-        machine.qmp.execute("device_add", primary_props(machine.plan.pair(pair)))
+        add_primary(ctx, name, pair)
     pairs_ready(ctx, name, step, timings)
     return timings
 
