@@ -5,7 +5,7 @@ set -euo pipefail
 
 here=$(cd "$(dirname "$0")/.." && pwd)
 venv=${TESTBED_VENV:-$here/.venv}
-packages=(mmdebstrap cpio kmod lz4 iproute2 fping socat ethtool
+packages=(mmdebstrap cpio kmod lz4 iproute2 fping socat ethtool dnsmasq-base
           python3-venv ca-certificates)
 
 log() { printf '[setup-host] %s\n' "$*" >&2; }

@@ -48,7 +48,7 @@ def cmd_ssh(args: argparse.Namespace, console: Console) -> int:
     if vm is None:
         raise TestbedError(f"which VM? {sorted(state['vms'])}")
     proxy = shlex.join([*_enter(state), "socat", "-", f"TCP:127.0.0.1:{state['vms'][vm]['ssh_port']}"])
-    argv = ["ssh", "-i", state["ssh_key"], "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+    argv = ["ssh", "-i", state["vms"][vm].get("ssh_key", state["ssh_key"]), "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
             "-o", "LogLevel=ERROR", "-o", f"ProxyCommand={proxy}", f"root@{vm}", *command]
     os.execvp(argv[0], argv)
 

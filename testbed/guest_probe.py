@@ -27,6 +27,8 @@ class Netdev:
     phys_port_name: str | None
     rx_packets: int = 0
     tx_packets: int = 0
+    ipv4: tuple[str, ...] = ()  # its IPv4 addresses, ADDR/PREFIX
+
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -51,20 +53,23 @@ def parse_netdevs(text: str) -> list[Netdev]:
         if not line.strip():
             continue
         fields = line.split("\t")
-        if len(fields) != 9 or not fields[3]:
+        if len(fields) == 9:  # an image from before the ipv4 column
+            fields.append("-")
+        if len(fields) != 10 or not fields[3]:
             continue  # the netdev vanished while the guest was reading it (an unplug in progress)
-        name, driver, master, mac, perm, oper, ppn, rx, tx = fields
-        rows.append((name, _none(driver), _none(master), mac, _none(perm), oper, _none(ppn), count(rx), count(tx)))
+        name, driver, master, mac, perm, oper, ppn, rx, tx, ipv4 = fields
+        rows.append((name, _none(driver), _none(master), mac, _none(perm), oper, _none(ppn), count(rx), count(tx),
+                     tuple(a for a in ipv4.split(",") if a and a != "-")))
     failover_masters = {r[0] for r in rows if r[1] == "net_failover"}
     out = []
-    for name, driver, master, mac, perm, oper, ppn, rx, tx in rows:
+    for name, driver, master, mac, perm, oper, ppn, rx, tx, ipv4 in rows:
         if name in failover_masters:
             role = Role.FAILOVER
         elif master in failover_masters:
             role = Role.STANDBY if (ppn == "sby" or driver == "virtio_net") else Role.PRIMARY
         else:
             role = Role.OTHER
-        out.append(Netdev(name, role, driver, master, mac, perm, oper, ppn, rx, tx))
+        out.append(Netdev(name, role, driver, master, mac, perm, oper, ppn, rx, tx, ipv4))
     return out
 
 

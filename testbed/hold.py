@@ -47,7 +47,8 @@ def _state(ctx: "RunContext", reason: str) -> dict:
         if machine.alive():
             vms[name] = {"ssh_port": machine.plan.ssh_port, "qmp_socket": str(machine.qmp_socket),
                          "console_socket": str(machine.serial_socket),
-                         "serial_log": str(machine.artifacts.serial_log)}
+                         "serial_log": str(machine.artifacts.serial_log),
+                         "ssh_key": str(machine.image.ssh_key)}
     return {"pid": os.getpid(), "run": ctx.options.artifacts_dir.name, "scenario": ctx.scenario.name,
             "reason": reason, "held_at": ctx.clock.start_wall + ctx.clock.now(),
             "netns_pid": ctx.netns.pid, "user_ns": ctx.netns.user_ns, "ssh_key": str(ctx.image.ssh_key),

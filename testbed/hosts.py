@@ -88,21 +88,22 @@ class Host(ABC):
 class NamespaceHost(Host):
     kind = "namespace"
 
-    def __init__(self, netns: NetworkNamespace, peer: NetworkNamespace, image: "GuestImage", qemu: str,
-                 accel: str, clock: "RunClock"):
+    def __init__(self, netns: NetworkNamespace, peer: NetworkNamespace, images: "dict[str, GuestImage]",
+                 qemu: str, accel: str, clock: "RunClock"):
         self.netns, self.peer = netns, peer
-        self._image, self._qemu, self._accel, self._clock = image, qemu, accel, clock
+        self._images, self._qemu, self._accel, self._clock = images, qemu, accel, clock
 
     @classmethod
     def create(cls, plans: list[MachinePlan], peer_addresses: list[ipaddress.IPv4Interface], hosts: int,
-               with_slot1: bool, image: "GuestImage", qemu: str, accel: str, clock: "RunClock") -> "NamespaceHost":
+               with_slot1: bool, images: "dict[str, GuestImage]", qemu: str, accel: str,
+               clock: "RunClock") -> "NamespaceHost":
         netns = NetworkNamespace.create()
         try:
             peer = NetworkNamespace.create()
         except BaseException:
             netns.close()
             raise
-        host = cls(netns, peer, image, qemu, accel, clock)
+        host = cls(netns, peer, images, qemu, accel, clock)
         try:
             NetworkPlan.for_machines(plans, peer_addresses, hosts, with_slot1=with_slot1).apply(netns, peer)
         except BaseException:
@@ -112,7 +113,7 @@ class NamespaceHost(Host):
 
     def new_machine(self, plan: MachinePlan, artifacts_dir: Path, incoming: bool,
                     absent_devices: frozenset[str], socket_dir: Path) -> QemuMachine:
-        return QemuMachine(plan, self._image, self._qemu, self._accel, self.netns, artifacts_dir, self._clock,
+        return QemuMachine(plan, self._images[plan.vm.image], self._qemu, self._accel, self.netns, artifacts_dir, self._clock,
                            incoming=incoming, absent_devices=absent_devices, socket_dir=socket_dir)
 
     def run(self, argv: list[str]) -> str:

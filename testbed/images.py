@@ -17,37 +17,23 @@ import shutil
 import subprocess
 import tempfile
 import time
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from filelock import FileLock
-from pydantic import BaseModel, ConfigDict
 
 from testbed.cache import cache_root
 from testbed.debian_apt import PrivateApt, _run, debian_mirror
 from testbed.errors import TestbedError
+from testbed.image_recipe import (DEFAULT_RECIPE, IMAGES_DIR, ImageRecipe, flavour_of, recipe_for,  # noqa: F401
+                                  with_kernel_suite)
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_RECIPE = REPO_ROOT / "images" / "recipe.toml"
+REPO_ROOT = IMAGES_DIR.parent
 logger = logging.getLogger(__name__)
 
 
-class ImageRecipe(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    suite: str
-    kernel_package: str
-    extra_suites: list[str] = []
-    packages: list[str]
-    modules: list[str]
-    prune: list[str] = []
-
-    @classmethod
-    def load(cls, path: Path) -> "ImageRecipe":
-        with path.open("rb") as f:
-            return cls.model_validate(tomllib.load(f))
 
 
 @dataclass(frozen=True)
@@ -106,15 +92,22 @@ def _resolve_now(recipe: ImageRecipe, apt: PrivateApt, local_kernel: LocalKernel
 def _hash_tree(h: "hashlib._Hash", root: Path) -> None:
     for path in sorted(root.rglob("*")):
         h.update(str(path.relative_to(root)).encode())
-        h.update(oct(path.stat().st_mode).encode())
-        if path.is_file():
+        h.update(oct(path.lstat().st_mode).encode())
+        if path.is_symlink():  # a link into the image (e.g. /init), never followed on the build host
+            h.update(os.readlink(path).encode())
+        elif path.is_file():
             h.update(path.read_bytes())
 
 
 def image_key(recipe_path: Path, resolved: ResolvedPackages, local_kernel: LocalKernel | None) -> str:
     h = hashlib.sha256(Path(__file__).read_bytes())  # the builder's own code shapes the image too
     h.update(recipe_path.read_bytes())
-    _hash_tree(h, recipe_path.parent / "rootfs")
+    for src, dest in ImageRecipe.load(recipe_path).overlay_paths(recipe_path):
+        h.update(f"{src.name}:{dest}".encode())
+        if src.is_dir():
+            _hash_tree(h, src)
+        else:
+            h.update(src.read_bytes())
     h.update(json.dumps(resolved.versions, sort_keys=True).encode())
     if local_kernel:
         h.update(local_kernel.bzimage.read_bytes())
@@ -181,12 +174,14 @@ def _busybox_links(tree: Path) -> None:
         link.symlink_to("/bin/busybox")
 
 
-def _write_accounts(tree: Path, public_key: str) -> None:
+def _write_accounts(tree: Path, public_key: str, configured: bool) -> None:
+    """Root's SSH key; on an unconfigured (extract) tree, the account files too."""
     etc = tree / "etc"
-    (etc / "passwd").write_text("root:x:0:0:root:/root:/bin/sh\n")
-    (etc / "group").write_text("root:x:0:\n")
-    (etc / "shadow").write_text("root:*:19000:0:99999:7:::\n")
-    (etc / "shells").write_text("/bin/sh\n")
+    if not configured:
+        (etc / "passwd").write_text("root:x:0:0:root:/root:/bin/sh\n")
+        (etc / "group").write_text("root:x:0:\n")
+        (etc / "shadow").write_text("root:*:19000:0:99999:7:::\n")
+        (etc / "shells").write_text("/bin/sh\n")
     ssh = tree / "root" / ".ssh"
     ssh.mkdir(parents=True, exist_ok=True)
     ssh.chmod(0o700)
@@ -205,6 +200,13 @@ def _generate_ssh_key(directory: Path) -> str:
     (directory / "id_ed25519").chmod(0o600)
     (directory / "id_ed25519.pub").write_text(public + " failover-testbed\n")
     return public
+
+
+def _systemd_units(tree: Path, recipe: ImageRecipe) -> None:
+    if recipe.enable:
+        _run(["chroot", str(tree), "systemctl", "enable", *recipe.enable])
+    if recipe.mask:
+        _run(["chroot", str(tree), "systemctl", "mask", *recipe.mask])
 
 
 def _pack_initramfs(tree: Path, output: Path) -> None:
@@ -226,7 +228,7 @@ def _build(recipe: ImageRecipe, recipe_path: Path, apt: PrivateApt, resolved: Re
            local_kernel: LocalKernel | None, work: Path, out: Path) -> None:
     tree = work / "tree"
     mode = "root" if os.geteuid() == 0 else "unshare"
-    _run(["mmdebstrap", "--quiet", f"--mode={mode}", "--variant=extract",
+    _run(["mmdebstrap", "--quiet", f"--mode={mode}", f"--variant={recipe.variant}",
           "--include=" + ",".join(recipe.packages), "--format=directory",
           recipe.suite, str(tree), *apt.sources_lines])
     for rel in recipe.prune:
@@ -252,14 +254,23 @@ def _build(recipe: ImageRecipe, recipe_path: Path, apt: PrivateApt, resolved: Re
         modules_src = local_kernel.modules_dir
     _install_modules(modules_src, tree, release, recipe.modules)
 
-    shutil.copytree(recipe_path.parent / "rootfs", tree, dirs_exist_ok=True, symlinks=True)
+    for src, dest in recipe.overlay_paths(recipe_path):
+        target = tree / dest
+        if src.is_dir():
+            shutil.copytree(src, target, dirs_exist_ok=True, symlinks=True)
+        else:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, target)
     for mountpoint in ("proc", "sys", "dev", "run", "tmp", "root"):
         (tree / mountpoint).mkdir(exist_ok=True)
-    _busybox_links(tree)
-    _write_accounts(tree, _generate_ssh_key(out))
+    if "busybox" in recipe.packages:
+        _busybox_links(tree)
+    _write_accounts(tree, _generate_ssh_key(out), configured=recipe.variant != "extract")
+    _systemd_units(tree, recipe)
     _pack_initramfs(tree, out / "initrd.img")
     manifest = {
         "kernel_release": release,
+        "flavour": flavour_of(recipe_path),
         "packages": resolved.versions,
         "mirror": apt.mirror,
         "local_kernel": str(local_kernel.bzimage) if local_kernel else None,
@@ -269,22 +280,14 @@ def _build(recipe: ImageRecipe, recipe_path: Path, apt: PrivateApt, resolved: Re
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
 
 
-def with_kernel_suite(recipe: ImageRecipe, suite: str | None) -> ImageRecipe:
-    """The recipe with Debian's kernel from another of its suites: `bookworm` gives 6.1 and
-    `bookworm-backports` 6.12, with the same userland."""
-    if suite is None:
-        return recipe
-    suites = [recipe.suite, *recipe.extra_suites]
-    if suite not in suites:
-        raise TestbedError(f"Debian kernel suite {suite!r}: the image recipe has {suites} (a kernel from "
-                           f"another release would need that release's userland too)")
-    return recipe.model_copy(update={"kernel_package": f"linux-image-amd64/{suite}"})
-
-
 def ensure_image(recipe_path: Path = DEFAULT_RECIPE, local_kernel: LocalKernel | None = None,
-                 cache: Path | None = None, kernel_suite: str | None = None) -> GuestImage:
-    """Returns the cached image for the recipe, building it first if needed (under a file lock)."""
+                 cache: Path | None = None, kernel_suite: str | None = None,
+                 flavour: str | None = None) -> GuestImage:
+    """Returns the cached image for the recipe (or the flavour's), building it first if needed
+    (under a file lock)."""
     cache = cache or cache_root()
+    if flavour is not None:
+        recipe_path = recipe_for(flavour)
     recipe = with_kernel_suite(ImageRecipe.load(recipe_path), kernel_suite)
     mirror = debian_mirror(known=cache / "apt" / "mirror")
     apt = PrivateApt(cache / "apt", mirror, [recipe.suite, *recipe.extra_suites])

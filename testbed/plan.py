@@ -81,13 +81,16 @@ class MachinePlan:
 
     def kernel_cmdline(self) -> list[str]:
         sriov = [entry for p in self.pairs if p.kind and (entry := p.kind.guest_config(p))]
-        addrs = [f"{p.pair.mac}={p.pair.address.with_prefixlen}" for p in self.pairs if p.pair.address]
+        addrs = [f"{p.pair.mac}={'dhcp' if p.pair.dhcp else p.pair.address.with_prefixlen}"
+                 for p in self.pairs if p.pair.address]
         args = ["console=ttyS0", "panic=-1", "quiet", "loglevel=6", f"testbed.hostname={self.name}",
                 f"testbed.mgmt={self.mgmt_mac}"]
         if sriov:
             args.append("testbed.sriov=" + ",".join(sriov))
         if addrs:
             args.append("testbed.addr=" + ",".join(addrs))
+        if self.vm.netconfig is not None:
+            args.append(f"testbed.netconfig={self.vm.netconfig}")
         return args + list(self.vm.kernel_args)
 
 

@@ -32,7 +32,8 @@ class HostInfo(BaseModel):
     qemu_path: str
     accel: str
     guest_kernel: str
-    image: str
+    image: str  # the first VM's image
+    images: dict[str, str] = {}  # flavour -> image key, for every flavour the VMs boot
 
 
 class VmReport(BaseModel):
@@ -137,6 +138,10 @@ class RunReport(BaseModel):
     steps: list[StepRecord] = []
     traffic: list[TrafficReport] = []
     migrations: list[MigrationRecord] = []
+    # The run's DHCP server (address: dhcp pairs): every message it logged, on the run clock, and per
+    # MAC the addresses it acknowledged and when (testbed.dhcp_server).
+    dhcp: list[dict[str, Any]] = []
+    leases: list[dict[str, Any]] = []
     error: str | None = None
     artifacts_dir: str
 

@@ -35,13 +35,17 @@ def print_report(console: Console, report: RunReport) -> None:
     for t in report.tcp():
         console.print(f"{t.vm}/{t.pair} tcp: {t.bytes_echoed} of {t.bytes_sent} bytes echoed, "
                       f"longest stall {t.max_stall_ms} ms" + (f", error {escape(t.error)}" if t.error else ""))
+    for lease in report.leases:
+        console.print(f"DHCP: {lease['mac']} acknowledged {lease['address']} at "
+                      f"{', '.join(f'{t:.3f}' for t in lease['acked_at_s'])} s")
     for vm, info in report.vms.items():
         t = Table(title=f"{vm} netdevs")
-        for col in ("name", "role", "driver", "master", "mac", "perm_addr", "operstate"):
+        columns = ("name", "role", "driver", "master", "mac", "perm_addr", "operstate", "ipv4")
+        for col in columns:
             t.add_column(col)
         for n in info.netdevs:
-            t.add_row(*(Text(str(n.get(c) or "-")) for c in ("name", "role", "driver", "master", "mac",
-                                                       "perm_addr", "operstate")))
+            t.add_row(*(Text((", ".join(v) if isinstance(v := n.get(c), (list, tuple)) else str(v or "")) or "-")
+                        for c in columns))
         console.print(t)
     if report.error:
         console.print(f"[red]error:[/red] {escape(report.error)}")

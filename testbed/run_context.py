@@ -56,6 +56,7 @@ class RunContext:
     clock: RunClock
     options: RunOptions
     report: RunReport
+    images: dict[str, GuestImage] = field(default_factory=dict)  # flavour -> image, for every VM's flavour
     machines: dict[str, QemuMachine] = field(default_factory=dict)
     shells: dict[str, GuestShell] = field(default_factory=dict)
     traffic: dict[tuple[str, str], TrafficSession] = field(default_factory=dict)
@@ -72,6 +73,10 @@ class RunContext:
     def __post_init__(self) -> None:
         for name, plan in self.plans.items():
             self.absent_devices[name] = set(absent_at_boot(plan))
+
+    def image_of(self, vm: str) -> GuestImage:
+        """The image the VM boots (its flavour's)."""
+        return self.images.get(self.plans[vm].vm.image, self.image)
 
     @property
     def netns(self) -> NetworkNamespace:

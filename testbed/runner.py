@@ -18,7 +18,10 @@ from testbed.clock import RunClock
 from testbed.bug_verdict import decide
 from testbed.errors import StepFailed, TestbedError, WaitTimeout
 from testbed.hold import hold
+from testbed.dhcp_plan import dhcp_pairs
+from testbed.dhcp_server import DhcpServer
 from testbed.images import ensure_image
+from testbed.network import PEER_IFNAME
 from testbed.machine_watch import MachineDied, watching
 from testbed.hosts import Host, NamespaceHost
 from testbed.plan import peer_addresses, plan_machines
@@ -125,17 +128,23 @@ def live_run(scenario: Scenario, options: RunOptions) -> Iterator[LiveRun]:
             check_room(options.artifacts_dir)
             sweep_dead_scratch()
             qemu = inspect_qemu(options.qemu).require()
-            image = ensure_image(local_kernel=options.local_kernel, kernel_suite=options.kernel_suite)
+            images = {flavour: ensure_image(local_kernel=options.local_kernel, kernel_suite=options.kernel_suite,
+                                            flavour=flavour) for flavour in dict.fromkeys(vm.image for vm in scenario.vms)}
+            image = images[scenario.vms[0].image]
             accel = choose_accel(options.accel, qemu, image.kernel)
             report.host = HostInfo(qemu_version=qemu.version_text, qemu_path=qemu.path, accel=accel,
-                                   guest_kernel=image.kernel_release, image=image.directory.name)
+                                   guest_kernel=image.kernel_release, image=image.directory.name,
+                                   images={f: i.directory.name for f, i in images.items()})
             plans = {p.name: p for p in plan_machines(scenario)}
             migrates = any(step.action == "migrate" for step in scenario.steps)
-            host = _make_host(scenario, list(plans.values()), migrates, image, qemu, accel, clock, options)
+            host = _make_host(scenario, list(plans.values()), migrates, images, qemu, accel, clock, options)
             stack.callback(host.close)
             report.topology = host.describe()
+            if pairs := dhcp_pairs(scenario.vms):
+                dhcp = DhcpServer.start(host.peer, PEER_IFNAME, pairs, options.artifacts_dir, clock)
+                stack.callback(_record_dhcp, dhcp, report)
             (options.artifacts_dir / "netns-inode").write_text(f"{host.netns.inode}\n{host.peer.inode}\n")
-            ctx = RunContext(scenario, plans, image, qemu, accel, host, clock, options, report)
+            ctx = RunContext(scenario, plans, image, qemu, accel, host, clock, options, report, images)
             for machine in host.watched_machines():  # first: its death explains its guests'
                 ctx.watch.add(machine)
             stack.enter_context(watching(ctx.watch))
@@ -161,7 +170,12 @@ def live_run(scenario: Scenario, options: RunOptions) -> Iterator[LiveRun]:
             signal.signal(signal.SIGTERM, previous_sigterm)
 
 
-def _make_host(scenario: Scenario, plans: list, migrates: bool, image, qemu: QemuBinary, accel: str,
+def _record_dhcp(server: DhcpServer, report: RunReport) -> None:
+    server.stop()
+    report.dhcp, report.leases = server.events, server.leases()
+
+
+def _make_host(scenario: Scenario, plans: list, migrates: bool, images: dict, qemu: QemuBinary, accel: str,
                clock: RunClock, options: RunOptions) -> Host:
     """The scenario's host kind: the run's namespace (default) or a host VM with nested guests."""
     if scenario.host.kind == HostKind.VM:
@@ -169,6 +183,7 @@ def _make_host(scenario: Scenario, plans: list, migrates: bool, image, qemu: Qem
         from testbed.host_vm import VmHost
         from testbed.host_vm_warm import plan_host_start
         local = options.local_kernel
+        image = images["minimal"]  # scenario validation: a host VM's guests run the minimal image
         host_image = ensure_host_image(image, modules_dir=local.modules_dir if local else None)
         # A second simulated host is a second PF in the host VM, whether or not a step migrates: the
         # host VM (and so its snapshot) is then the same for every scenario on the same topology.
@@ -179,8 +194,8 @@ def _make_host(scenario: Scenario, plans: list, migrates: bool, image, qemu: Qem
         return VmHost.create(scenario.host, plans, peer_addresses(scenario), scenario.network.hosts, two_pfs,
                              image, host_image, qemu.path, clock, options.artifacts_dir, make_scratch_dir(),
                              timeout_s=120 * options.timeout_scale, warm=warm, snapshot=snapshot)
-    return NamespaceHost.create(plans, peer_addresses(scenario), scenario.network.hosts, migrates, image, qemu.path,
-                                accel, clock)
+    return NamespaceHost.create(plans, peer_addresses(scenario), scenario.network.hosts, migrates, images,
+                                qemu.path, accel, clock)
 
 
 class SetupFailed(TestbedError):

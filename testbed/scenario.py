@@ -14,7 +14,7 @@ from testbed.scenario_model import (PRIMARY_KINDS, VM, FailoverPair, Host, HostK
                                     IgbVfPrimary, Network, PciPrimary, Primary, PrimaryKind, Scenario,
                                     Standby)
 from testbed.scenario_steps import (STEP_ACTIONS, STEP_TYPES, AnnounceSelfStep, BootStep,
-                                    CheckDeviceStep, CheckNetdevsStep, CheckTrafficStep, ExecStep,
+                                    CheckAddressesStep, CheckDeviceStep, CheckNetdevsStep, CheckTrafficStep, ExecStep,
                                     Expectation, FdbStep, MtuStep, Nic, Path_, PauseStep,
                                     PlugPrimaryStep, PlugStandbyStep, SetLinkStep, SleepStep, StartTrafficStep, Step,
                                     UnplugPrimaryStep, UnplugStandbyStep, VfMacStep)
@@ -29,7 +29,7 @@ __all__ = [
     "Scenario", "VM", "FailoverPair", "Standby", "Network", "Primary", "PrimaryKind", "IgbVfPrimary",
     "PciPrimary", "HostVfPrimary", "PRIMARY_KINDS", "Host", "HostKind",
     "Step", "STEP_ACTIONS", "STEP_TYPES", "StepModel", "StepBase", "PairStep", "Ref",
-    "AnnounceSelfStep", "BootStep", "CheckDeviceStep", "CheckNetdevsStep", "CheckTrafficStep",
+    "AnnounceSelfStep", "BootStep", "CheckAddressesStep", "CheckDeviceStep", "CheckNetdevsStep", "CheckTrafficStep",
     "ExecStep", "FdbStep", "MigrateStep", "PauseStep", "PlugPrimaryStep", "SetLinkStep", "SleepStep",
     "StartTrafficStep", "UnplugPrimaryStep", "VfMacStep", "MigrationStepBase", "SaveRestoreStep",
     "StopStep", "ContStep", "ResetStep", "MtuStep", "UnplugStandbyStep", "PlugStandbyStep", "CheckEventsStep", "QmpStep", "EventPattern",

@@ -165,6 +165,9 @@ def check_steps(vms: Sequence["VM"], steps: Sequence[StepModel]) -> None:
 def check_host(host_kind: str, vms: Sequence["VM"]) -> None:
     """host-vf primaries exist only on a host VM, and a host VM's guests take only host-vf primaries."""
     for i, vm in enumerate(vms):
+        if host_kind == "vm" and vm.image != "minimal":
+            raise KeyedValueError(f"vms[{i}].image", "a host VM's guests run the minimal image (the host VM's "
+                                  f"image carries it, not the {vm.image} flavour)")
         for j, pair in enumerate(vm.pairs):
             kind = pair.primary.kind.value if pair.primary is not None else None
             if kind == "host-vf" and host_kind != "vm":

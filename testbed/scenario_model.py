@@ -10,6 +10,8 @@ from typing import Annotated, Any, Literal, Union, get_args
 from pydantic import Field, field_validator, model_validator
 
 from testbed.bug_card import BugCard
+from testbed.dhcp_plan import check_flavour_options, reserve_dhcp_addresses
+from testbed.image_recipe import DEFAULT_FLAVOUR, flavours
 from testbed.scenario_checks import (check_host, check_host_steps, check_migrations, check_network, check_steps,
                                      check_symptoms, check_unplugged_standbys, check_vms, first_duplicate)
 from testbed.scenario_steps import Step
@@ -88,7 +90,10 @@ class Standby(Strict):
 class FailoverPair(Strict):
     name: str = Field(pattern=NAME_RE)
     mac: str
+    # A static address, or (written `address: dhcp`) one that the testbed's DHCP server in the peer
+    # namespace reserves for the MAC in network.dhcp_subnet; `dhcp` is then true.
     address: ipaddress.IPv4Interface | None = None
+    dhcp: bool = False
     standby: Standby = Standby()
     primary: Primary | None = None
 
@@ -105,6 +110,12 @@ class FailoverPair(Strict):
 
 class VM(Strict):
     name: str = Field(pattern=NAME_RE)
+    # The guest image flavour (images/): minimal (busybox, the testbed configures the pairs) or a
+    # distribution userspace such as networkd.
+    image: str = DEFAULT_FLAVOUR
+    # How a systemd-networkd guest configures its pairs: recommended (the failover master only, as
+    # the kernel document asks) or naive (everything with the pair's MAC, as a match-by-MAC config does).
+    netconfig: Literal["recommended", "naive"] | None = None
     memory_mib: int = Field(512, ge=128, le=16384)
     cpus: int = Field(1, ge=1, le=8)
     pairs: list[FailoverPair] = Field(min_length=1, max_length=MAX_PAIRS_PER_VM)
@@ -113,8 +124,17 @@ class VM(Strict):
     # or native (pciehp: an unplug waits for the attention button's 5 s, zoo item 15).
     pci_hotplug: Literal["acpi", "native"] = "acpi"
 
+    @field_validator("image")
+    @classmethod
+    def _known_flavour(cls, value: str) -> str:
+        known = flavours()
+        if value not in known:
+            raise ValueError(f"no guest image flavour {value!r}; known: {', '.join(known)}")
+        return value
+
     @model_validator(mode="after")
     def _consistent(self) -> "VM":
+        check_flavour_options(self)
         dup = first_duplicate([p.name for p in self.pairs])
         if dup:
             raise KeyedValueError(f"pairs[{dup[1]}].name", f"pair name {self.pairs[dup[1]].name!r} is used twice "
@@ -133,6 +153,9 @@ class Network(Strict):
     peer_addresses: list[ipaddress.IPv4Interface] | None = Field(None, max_length=MAX_PEER_ADDRESSES)
     # 2: a second bridge (the migration destination host) joined to the first by an uplink veth.
     hosts: Literal[1, 2] = 1
+    # Where `address: dhcp` pairs get their addresses: host .10 onwards, in the order the pairs are
+    # written; the peer (and its DHCP server) takes the first free host address.
+    dhcp_subnet: ipaddress.IPv4Network = ipaddress.IPv4Network("192.168.100.0/24")
 
     @field_validator("peer_addresses")
     @classmethod
@@ -176,6 +199,11 @@ class Scenario(Strict):
     @classmethod
     def _check_name(cls, value: str) -> str:
         return check_scenario_name(value)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _dhcp_addresses(cls, data: Any) -> Any:
+        return reserve_dhcp_addresses(data)
 
     @model_validator(mode="after")
     def _references(self) -> "Scenario":

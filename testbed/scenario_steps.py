@@ -60,6 +60,22 @@ class CheckNetdevsStep(VmStep):
         return [Ref("vm", self.vm)], [Ref(f"pairs[{i}]", name) for i, name in enumerate(self.pairs or [])]
 
 
+class CheckAddressesStep(PairStep):
+    """Which of the pair's netdevs hold IPv4 addresses, once the guest's network manager has settled:
+    each role in `holders` must hold the pair's address, every other netdev with the pair's MAC none."""
+    action: Literal["check-addresses"]
+    holders: list[Literal["failover", "standby", "primary", "other"]] = Field(["failover"], max_length=4)
+    timeout_s: float = Field(60.0, gt=0, le=3600)
+
+    @field_validator("holders")
+    @classmethod
+    def _unique(cls, value: list[str]) -> list[str]:
+        return no_duplicates(value, "role")  # type: ignore[return-value]
+
+    def pair_needs(self) -> frozenset[str]:
+        return frozenset({"address"})
+
+
 class CheckDeviceStep(VmStep):
     """Check on the QEMU side whether a pair's primary device is realized (visible to the guest)."""
     action: Literal["check-primary-device"]
@@ -254,7 +270,7 @@ class MtuStep(PairStep):
         return frozenset({"primary"}) if self.nic == "primary" else frozenset()
 
 
-Step = Annotated[Union[BootStep, CheckNetdevsStep, CheckDeviceStep, SleepStep, StartTrafficStep,
+Step = Annotated[Union[BootStep, CheckNetdevsStep, CheckAddressesStep, CheckDeviceStep, SleepStep, StartTrafficStep,
                        UnplugPrimaryStep, PlugPrimaryStep, SetLinkStep, AnnounceSelfStep, FdbStep,
                        VfMacStep, ExecStep, CheckTrafficStep, MigrateStep, SaveRestoreStep, StopStep,
                        ContStep, ResetStep, MtuStep, UnplugStandbyStep, PlugStandbyStep, CheckEventsStep,

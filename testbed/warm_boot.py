@@ -132,10 +132,11 @@ def plan_start(ctx: "RunContext", name: str, step: BootStep) -> WarmStart:
 def key_for(ctx: "RunContext", name: str) -> str:
     """From the VM's cold-boot argv, built with placeholders where a run's own paths and fds go, so
     that every run of the same VM gives the same key."""
-    files = LaunchFiles(ctx.image.kernel, ctx.image.initrd, Path("<artifacts>/serial.log"), 3,
+    image = ctx.image_of(name)
+    files = LaunchFiles(image.kernel, image.initrd, Path("<artifacts>/serial.log"), 3,
                         serial_socket=Path("<sockets>/console"), qmp_socket=Path("<sockets>/qmp"))
     argv = build_argv(ctx.qemu.path, ctx.plans[name].on_slot(0), files, ctx.accel)
-    return snapshot_key(ctx.image.directory.name, ctx.qemu.version_text, ctx.qemu.path, argv, ctx.accel)
+    return snapshot_key(image.directory.name, ctx.qemu.version_text, ctx.qemu.path, argv, ctx.accel)
 
 
 def set_capabilities(machine: "QemuMachine", mapped_ram: bool = False, others: dict[str, bool] | None = None) -> None:
@@ -242,6 +243,6 @@ def cache(ctx: "RunContext") -> SnapshotCache:
 def publish(warm: WarmStart, scratch: Path, name: str, ctx: "RunContext") -> Snapshot | None:
     assert warm.key is not None
     return cache(ctx).publish(warm.key, scratch, {"key": warm.key, "vm": name, "scenario": ctx.scenario.name,
-                                              "image": ctx.image.directory.name, "qemu": ctx.qemu.version_text,
+                                              "image": ctx.image_of(name).directory.name, "qemu": ctx.qemu.version_text,
                                               "accel": ctx.accel, "saved_s": warm.saved_s,
                                               "created": time.time()})

@@ -206,7 +206,7 @@ def test_default_name_is_the_stem_made_safe(tmp_path):
 
 def test_step_actions_and_references_come_from_the_step_models():
     from testbed.scenario import STEP_ACTIONS, BootStep, CheckNetdevsStep, SleepStep, UnplugPrimaryStep
-    assert STEP_ACTIONS["unplug-primary"] is UnplugPrimaryStep and len(STEP_ACTIONS) == 24
+    assert STEP_ACTIONS["unplug-primary"] is UnplugPrimaryStep and len(STEP_ACTIONS) == 25
     vms, pairs = CheckNetdevsStep(action="check-netdevs", vm="vm1", pairs=["a", "b"]).references()
     assert [tuple(r) for r in vms] == [("vm", "vm1")]
     assert [tuple(r) for r in pairs] == [("pairs[0]", "a"), ("pairs[1]", "b")]

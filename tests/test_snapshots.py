@@ -33,7 +33,7 @@ def _ctx(scenario: str, **variables) -> SimpleNamespace:
     """What key_for reads of a run; nothing of a run's own paths is in it."""
     plans = {p.name: p for p in plan_machines(load_scenario(SCENARIOS / scenario, variables or None))}
     image = SimpleNamespace(kernel=Path("/img/vmlinuz"), initrd=Path("/img/initrd.img"), directory=Path("/img/k1"))
-    return SimpleNamespace(plans=plans, image=image, accel="tcg",
+    return SimpleNamespace(plans=plans, image=image, image_of=lambda vm: image, accel="tcg",
                            qemu=SimpleNamespace(path=QEMU, version_text="QEMU 10.0.2"))
 
 

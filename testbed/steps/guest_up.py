@@ -19,7 +19,7 @@ def connect_booted(ctx: RunContext, name: str, timeout_s: float, marker: bool,
     machine = ctx.machine(name)
     if name in ctx.shells:
         ctx.shells.pop(name).close()
-    shell = GuestShell(name, ctx.netns, machine.plan.ssh_port, ctx.image.ssh_key, machine.slowdown)
+    shell = GuestShell(name, ctx.netns, machine.plan.ssh_port, machine.image.ssh_key, machine.slowdown)
     ctx.shells[name] = shell
     try:
         if marker:  # a restored guest printed its marker in the run that saved it

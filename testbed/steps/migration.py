@@ -72,7 +72,7 @@ def _reconnect(ctx: RunContext, vm: str, timeout: float) -> None:
     if vm in ctx.shells:
         ctx.shells.pop(vm).close()
     machine = ctx.machine(vm)
-    shell = GuestShell(vm, ctx.netns, machine.plan.ssh_port, ctx.image.ssh_key, machine.slowdown)
+    shell = GuestShell(vm, ctx.netns, machine.plan.ssh_port, machine.image.ssh_key, machine.slowdown)
     shell.connect(timeout, alive=machine.alive)
     ctx.shells[vm] = shell
 
