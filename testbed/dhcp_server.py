@@ -108,11 +108,15 @@ class DhcpServer:
         self._reader.join(timeout=5)
 
     def leases(self) -> list[dict[str, object]]:
-        """Per MAC and address: when the server acknowledged it (each DHCPACK), in order."""
-        out: dict[tuple[object, object], dict[str, object]] = {}
-        for event in self.events:
-            if event["message"] == "DHCPACK":
-                lease = out.setdefault((event["mac"], event["address"]),
-                                       {"mac": event["mac"], "address": event["address"], "acked_at_s": []})
-                lease["acked_at_s"].append(event["t_s"])  # type: ignore[union-attr]
-        return list(out.values())
+        return leases_of(self.events)
+
+
+def leases_of(events: list[dict[str, object]]) -> list[dict[str, object]]:
+    """Per MAC and address: when the server acknowledged it (each DHCPACK), in order."""
+    out: dict[tuple[object, object], dict[str, object]] = {}
+    for event in events:
+        if event["message"] == "DHCPACK":
+            lease = out.setdefault((event["mac"], event["address"]),
+                                   {"mac": event["mac"], "address": event["address"], "acked_at_s": []})
+            lease["acked_at_s"].append(event["t_s"])  # type: ignore[union-attr]
+    return list(out.values())

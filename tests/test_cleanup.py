@@ -16,10 +16,10 @@ REPO = Path(__file__).parent.parent
 pytestmark = pytest.mark.guest
 
 
-def _start_and_wait_for_boot(tmp_path) -> tuple[subprocess.Popen, Path]:
+def _start_and_wait_for_boot(tmp_path, scenario: str = "scenarios/standby-pci.yaml") -> tuple[subprocess.Popen, Path]:
     artifacts = tmp_path / "art"
     proc = subprocess.Popen([sys.executable, "-m", "testbed.cli", "run",
-                             str(REPO / "scenarios/standby-pci.yaml"), "--artifacts", str(artifacts)],
+                             str(REPO / scenario), "--artifacts", str(artifacts)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     serial = artifacts / "vm1" / "serial.log"
     deadline = time.monotonic() + 120
@@ -39,8 +39,12 @@ def _assert_nothing_left(artifacts: Path, within_s: float = 10) -> None:
     assert left == []
 
 
-def test_sigint_mid_boot_leaves_nothing(tmp_path):
-    proc, artifacts = _start_and_wait_for_boot(tmp_path)
+@pytest.mark.parametrize("scenario", ["scenarios/standby-pci.yaml",
+                                      "scenarios/zoo/dhcp-networkd.yaml"])  # + dnsmasq in the peer namespace
+def test_sigint_mid_boot_leaves_nothing(tmp_path, scenario):
+    proc, artifacts = _start_and_wait_for_boot(tmp_path, scenario)
+    if "dhcp" in scenario:
+        assert any("dnsmasq" in left for left in run_leftovers(artifacts)), run_leftovers(artifacts)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
