@@ -17,6 +17,7 @@ from rich.text import Text
 from testbed.artifacts import new_artifacts_dir
 from testbed.bug_verdict import Verdict, exit_status
 from testbed.errors import ScenarioError, TestbedError
+from testbed.image_recipe import DEFAULT_FLAVOUR, flavours
 from testbed.images import LocalKernel, ensure_image
 from testbed.plan import absent_at_boot, plan_machines
 from testbed.qemu_argv import LaunchFiles, build_argv
@@ -123,8 +124,8 @@ def cmd_snapshots(args: argparse.Namespace, console: Console) -> int:
 def cmd_images(args: argparse.Namespace, console: Console) -> int:
     started = time.monotonic()
     log_to(console)
-    image = ensure_image(local_kernel=_local_kernel(args))
-    console.print(f"{image.directory} (kernel {image.kernel_release}, initrd "
+    image = ensure_image(local_kernel=_local_kernel(args), flavour=args.flavour)
+    console.print(f"{args.flavour}: {image.directory} (kernel {image.kernel_release}, initrd "
                   f"{image.manifest['initrd_bytes'] / 1e6:.1f} MB) in {time.monotonic() - started:.1f}s")
     return 0
 
@@ -138,7 +139,11 @@ def cmd_check_host(args: argparse.Namespace, console: Console) -> int:
 def cmd_bench(args: argparse.Namespace, console: Console) -> int:
     from testbed.bench import (print_bench, print_migration_bench, print_probe_bench, run_bench,
                                run_migration_bench, run_probe_bench)
-    if args.warm:
+    if args.flavours:
+        from testbed.bench_flavours import print_flavour_bench, run_flavour_bench
+        results = run_flavour_bench(console, args.runs, not args.no_cold)
+        print_flavour_bench(results, Console(width=160))
+    elif args.warm:
         from testbed.bench_warm import print_warm_bench, run_warm_bench
         results = run_warm_bench(console, tuple(args.warm_scenarios.split(",")))
         print_warm_bench(results, Console(width=200))
@@ -195,6 +200,8 @@ def build_parser() -> argparse.ArgumentParser:
     build = images_sub.add_parser("build", help="build (or find cached) the guest image")
     build.add_argument("--kernel")
     build.add_argument("--modules")
+    build.add_argument("--flavour", default=DEFAULT_FLAVOUR, choices=list(flavours()),
+                       help="the image flavour (images/<flavour>/recipe.toml; minimal: images/recipe.toml)")
     build.set_defaults(func=cmd_images)
     snaps = sub.add_parser("snapshots", help="the cache of post-boot guest states (boot step `snapshot:`)")
     snaps_sub = snaps.add_subparsers(dest="snapshots_command", required=True)
@@ -213,6 +220,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="cold boot against warm restore (boot snapshot: auto), up to pairs ready")
     bench.add_argument("--warm-scenarios", default="standby-pci,standby-igb-vf,two-pairs,host-vf-failover",
                        help="for --warm: scenario names under scenarios/, comma-separated")
+    bench.add_argument("--flavours", action="store_true",
+                       help="every guest image flavour: image build (cold and warm) and boot to pairs ready")
     bench.add_argument("--host-vm", action="store_true",
                        help="time the phases of host-vf-failover.yaml: host VM, nested guest, unplug, re-plug, migration")
     bench.add_argument("--json", help="also write the figures here")

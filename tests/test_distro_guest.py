@@ -3,6 +3,7 @@ namespace, and what networkd does with a failover pair, configured as the kernel
 naively. Both through the CLI, as a user runs them."""
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -57,3 +58,22 @@ def test_a_naive_match_by_mac_config_leases_to_all_three_zoo_item_4(tmp_path):
     assert len(lease["acked_at_s"]) == 3  # three DHCP clients with one MAC: the master and both slaves
     assert _holders(report) == {role: ["192.168.100.10/24"] for role in ("failover", "standby", "primary")}
     assert "3 default routes" in report["steps"][2]["details"]["stdout"]
+
+
+def test_bench_flavours_boots_every_flavour_and_images_build_takes_a_flavour(tmp_path):
+    out = tmp_path / "bench.json"
+    done = subprocess.run([sys.executable, "-m", "testbed.cli", "bench", "--flavours", "--runs", "1", "--no-cold",
+                           "--json", str(out)], capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout + done.stderr
+    rows = {r["flavour"]: r for r in json.loads(out.read_text())["rows"]}
+    assert rows.keys() == {"minimal", "networkd"}
+    for row in rows.values():
+        assert 0 < row["ssh_ready_s"] < row["pairs_ready_s"] and row["image_warm_s"] < 1 and "image_cold_s" not in row
+    assert rows["minimal"]["pairs_over_minimal"] == 1.0 and rows["networkd"]["initrd_mib"] > rows["minimal"]["initrd_mib"]
+
+    done = subprocess.run([sys.executable, "-m", "testbed.cli", "images", "build", "--flavour", "networkd"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    directory = Path(re.search(r"networkd: (\S+)", done.stdout + done.stderr)[1])
+    assert json.loads((directory / "manifest.json").read_text())["flavour"] == "networkd"
+    assert "systemd" in json.loads((directory / "manifest.json").read_text())["packages"]
