@@ -52,6 +52,8 @@ def reserve_dhcp_addresses(data: Any) -> Any:
 
 def check_flavour_options(vm: "VM") -> None:
     """DHCP and netconfig need a guest userspace that has a DHCP client and reads them."""
+    if vm.image == "networkmanager":
+        _check_networkmanager(vm)
     if vm.image in DHCP_CLIENT_FLAVOURS:
         return
     for j, pair in enumerate(vm.pairs):
@@ -62,6 +64,17 @@ def check_flavour_options(vm: "VM") -> None:
     if vm.netconfig is not None:
         raise KeyedValueError("netconfig", f"netconfig is read by the guest's network manager (image: "
                               f"{', '.join(sorted(DHCP_CLIENT_FLAVOURS))}); the {vm.image} image has none")
+
+
+def _check_networkmanager(vm: "VM") -> None:
+    """The networkmanager flavour runs NM's own defaults: DHCP on every Ethernet device, nothing else."""
+    if vm.netconfig is not None:
+        raise KeyedValueError("netconfig", "the networkmanager image runs NetworkManager's defaults; netconfig "
+                              "chooses networkd's configuration (image: networkd)")
+    for j, pair in enumerate(vm.pairs):
+        if pair.address is not None and not pair.dhcp:
+            raise KeyedValueError(f"pairs[{j}].address", "the networkmanager image runs NetworkManager's defaults, "
+                                  "which configure every Ethernet device by DHCP: use address: dhcp, or none")
 
 
 def dhcp_pairs(vms: "list[VM]") -> "list[FailoverPair]":
