@@ -139,9 +139,10 @@ def cmd_check_host(args: argparse.Namespace, console: Console) -> int:
 def cmd_bench(args: argparse.Namespace, console: Console) -> int:
     from testbed.bench import (print_bench, print_migration_bench, print_probe_bench, run_bench,
                                run_migration_bench, run_probe_bench)
-    if args.flavours:
+    if args.flavours is not None:
         from testbed.bench_flavours import print_flavour_bench, run_flavour_bench
-        results = run_flavour_bench(console, args.runs, not args.no_cold)
+        results = run_flavour_bench(console, args.runs, not args.no_cold,
+                                    only=tuple(f for f in args.flavours.split(",") if f))
         print_flavour_bench(results, Console(width=160))
     elif args.warm:
         from testbed.bench_warm import print_warm_bench, run_warm_bench
@@ -220,8 +221,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="cold boot against warm restore (boot snapshot: auto), up to pairs ready")
     bench.add_argument("--warm-scenarios", default="standby-pci,standby-igb-vf,two-pairs,host-vf-failover",
                        help="for --warm: scenario names under scenarios/, comma-separated")
-    bench.add_argument("--flavours", action="store_true",
-                       help="every guest image flavour: image build (cold and warm) and boot to pairs ready")
+    bench.add_argument("--flavours", nargs="?", const="", metavar="F,F",
+                       help="every guest image flavour (or those listed): image build (cold and warm) and boot "
+                            "to pairs ready")
     bench.add_argument("--host-vm", action="store_true",
                        help="time the phases of host-vf-failover.yaml: host VM, nested guest, unplug, re-plug, migration")
     bench.add_argument("--json", help="also write the figures here")
