@@ -21,12 +21,23 @@ def _run(argv: list[str], **kwargs) -> subprocess.CompletedProcess:
         raise TestbedError(f"{' '.join(argv[:3])}... failed ({e.returncode}): {e.stderr.strip()[-2000:]}") from e
 
 
+def write_atomically(path: Path, text: str) -> None:
+    """Readers see the old file or the new one, never a half-written one: runs (and pytest-xdist
+    workers) that start together all write the apt directory's sources.list and mirror while
+    another one's apt-cache reads them."""
+    scratch = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    scratch.write_text(text)
+    os.replace(scratch, path)
+
+
 def debian_mirror(known: Path | None = None) -> str:
     """The Debian mirror the host's apt already uses, so builds work behind the same proxy/mirror."""
     if mirror := os.environ.get("TESTBED_DEBIAN_MIRROR"):
         return mirror
     if known and known.exists():
-        return known.read_text().strip()
+        remembered = known.read_text().strip()
+        if remembered.startswith(("http://", "https://", "file:/")):
+            return remembered  # else a file damaged by an older testbed's unlocked write: ask apt again
     out = _run(["apt-cache", "policy"]).stdout
     for line in out.splitlines():
         fields = line.split()
@@ -47,7 +58,7 @@ class PrivateApt:
             (root / d).mkdir(parents=True, exist_ok=True)
         (root / "status").touch()
         self.sources_lines = [f"deb [signed-by={KEYRING}] {mirror} {s} main" for s in suites]
-        (root / "sources.list").write_text("\n".join(self.sources_lines) + "\n")
+        write_atomically(root / "sources.list", "\n".join(self.sources_lines) + "\n")
 
     def _opts(self) -> list[str]:
         r = self.root
