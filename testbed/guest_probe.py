@@ -53,8 +53,6 @@ def parse_netdevs(text: str) -> list[Netdev]:
         if not line.strip():
             continue
         fields = line.split("\t")
-        if len(fields) == 9:  # an image from before the ipv4 column
-            fields.append("-")
         if len(fields) != 10 or not fields[3]:
             continue  # the netdev vanished while the guest was reading it (an unplug in progress)
         name, driver, master, mac, perm, oper, ppn, rx, tx, ipv4 = fields
@@ -73,8 +71,8 @@ def parse_netdevs(text: str) -> list[Netdev]:
     return out
 
 
-def read_netdevs(shell: GuestShell) -> list[Netdev]:
-    return parse_netdevs(shell.run(["/usr/lib/testbed/netdevs"], timeout=20).stdout)
+def read_netdevs(shell: GuestShell, scaled: bool = True) -> list[Netdev]:
+    return parse_netdevs(shell.run(["/usr/lib/testbed/netdevs"], timeout=20, scaled=scaled).stdout)
 
 
 def describe(netdevs: list[Netdev]) -> str:

@@ -82,12 +82,15 @@ class GuestShell:
             raise
         return client
 
-    def run(self, argv: list[str] | str, timeout: float = 30, check: bool = True) -> CommandResult:
-        """Runs a command in the guest. argv is quoted for the remote shell; a str is a shell script."""
+    def run(self, argv: list[str] | str, timeout: float = 30, check: bool = True,
+            scaled: bool = True) -> CommandResult:
+        """Runs a command in the guest. argv is quoted for the remote shell; a str is a shell script.
+        The timeout is stretched by the guest's slowdown unless `scaled` is false (a best-effort
+        collection that must not hold up a teardown)."""
         if self._client is None:
             raise TestbedError(f"{self.vm}: not connected")
         command = argv if isinstance(argv, str) else shlex.join(argv)
-        timeout *= self.slowdown
+        timeout *= self.slowdown if scaled else 1.0
         try:
             chan = self._open_channel(timeout)
             chan.settimeout(timeout)

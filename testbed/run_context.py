@@ -205,8 +205,10 @@ class RunContext:
             machine = self.machines.get(name)
             try:
                 if machine and machine.alive():
-                    machine.artifacts.dmesg.write_text(shell.run(["dmesg"], timeout=10).stdout)
-                    self.report.vms[name].netdevs = [n.as_dict() for n in read_netdevs(shell)]
+                    # Not stretched by a slow guest's slowdown (10x for TCG inside TCG): after a
+                    # Ctrl-C this runs before the VMs go, and a person is waiting.
+                    machine.artifacts.dmesg.write_text(shell.run(["dmesg"], timeout=10, scaled=False).stdout)
+                    self.report.vms[name].netdevs = [n.as_dict() for n in read_netdevs(shell, scaled=False)]
             except (TestbedError, OSError) as e:
                 logger.warning("%s: could not collect dmesg and netdevs at teardown: %s", name, e)
             shell.close()
