@@ -59,19 +59,20 @@ def _raw_boot(scenario_path: Path, accel: str, workdir: Path) -> dict[str, float
         netns.close()
 
 
-def _image_build(cold: bool) -> dict[str, float]:
+def image_build(cold: bool, flavour: str | None = None) -> dict[str, float]:
+    """Seconds to build the image in a fresh cache (cold) and to find it built (warm)."""
     out: dict[str, float] = {}
     if cold:
         with tempfile.TemporaryDirectory(prefix="testbed-bench-cache-") as cache:
             started = time.monotonic()
-            ensure_image(cache=Path(cache))
+            ensure_image(cache=Path(cache), flavour=flavour)
             out["image_cold_s"] = round(time.monotonic() - started, 2)
             started = time.monotonic()
-            ensure_image(cache=Path(cache))
+            ensure_image(cache=Path(cache), flavour=flavour)
             out["image_warm_s"] = round(time.monotonic() - started, 4)
     else:
         started = time.monotonic()
-        ensure_image()
+        ensure_image(flavour=flavour)
         out["image_warm_s"] = round(time.monotonic() - started, 4)
     return out
 
@@ -79,7 +80,7 @@ def _image_build(cold: bool) -> dict[str, float]:
 def run_bench(scenario_path: Path, runs: int, accel: str, cold: bool, console: Console) -> dict:
     results: dict = {"scenario": str(scenario_path), "runs": runs}
     console.log("image build" + (" (cold, fresh cache)" if cold else " (warm)"))
-    results.update(_image_build(cold))
+    results.update(image_build(cold))
     raw: list[dict[str, float]] = []
     tb: list[dict[str, float]] = []
     with tempfile.TemporaryDirectory(prefix="testbed-bench-") as tmp:

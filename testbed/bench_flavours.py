@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import statistics
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
+from testbed.bench import image_build
 from testbed.image_recipe import DEFAULT_FLAVOUR, flavours
 from testbed.images import ensure_image
 from testbed.runner import RunOptions, run_scenario
@@ -28,16 +28,8 @@ def _on_flavour(path: Path, flavour: str):
 
 
 def _build_times(flavour: str, cold: bool) -> dict[str, float]:
-    out: dict[str, float] = {}
-    if cold:
-        with tempfile.TemporaryDirectory(prefix="testbed-bench-cache-") as cache:
-            started = time.monotonic()
-            ensure_image(cache=Path(cache), flavour=flavour)
-            out["image_cold_s"] = round(time.monotonic() - started, 1)
-    ensure_image(flavour=flavour)  # the user's cache: built now if it was not
-    started = time.monotonic()
-    image = ensure_image(flavour=flavour)
-    out["image_warm_s"] = round(time.monotonic() - started, 3)
+    out = image_build(cold, flavour)
+    image = ensure_image(flavour=flavour)  # the user's cache, which the runs use: built now if it was not
     out["initrd_mib"] = round(image.initrd.stat().st_size / 2**20, 1)
     return out
 

@@ -8,6 +8,7 @@ import logging
 import re
 import subprocess
 import threading
+from collections import deque
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -49,7 +50,7 @@ class DhcpServer:
         self._log_path = log_path
         self._clock = clock
         self.events: list[dict[str, object]] = []
-        self._lines: list[str] = []
+        self._lines: deque[str] = deque(maxlen=5)  # the last lines, for the error if it never serves
         self._serving = threading.Event()  # dnsmasq logged its DHCP range: it listens
         self._reader = threading.Thread(target=self._read, name="dnsmasq-log", daemon=True)
         self._reader.start()
@@ -78,7 +79,7 @@ class DhcpServer:
         self._reader.join(timeout=1)
         state = "exited with " + str(self._proc.returncode) if self._proc.poll() is not None else "still running"
         raise TestbedError(f"dnsmasq did not report its DHCP range within {timeout_s} s ({state}); it printed: "
-                           f"{' | '.join(self._lines[-5:]) or 'nothing'}")
+                           f"{' | '.join(self._lines) or 'nothing'}")
 
     def _read(self) -> None:
         assert self._proc.stderr is not None

@@ -107,7 +107,7 @@ NETDEVS = "\n".join("\t".join(row) for row in [
     ("enp1s0nsby", "virtio_net", "enp1s0", "52:54:00:00:12:53", "52:54:00:00:12:53", "up", "sby", "1", "2", "-"),
     ("enp2s0", "e1000e", "enp1s0", "52:54:00:00:12:53", "52:54:00:00:12:53", "up", "-", "1", "2",
      "192.168.100.10/24,10.1.1.1/8"),
-    ("enp0s2", "virtio_net", "-", "0a:54:00:00:00:01", "0a:54:00:00:00:01", "up", "-", "1", "2"),  # an older image
+    ("enp0s2", "virtio_net", "-", "0a:54:00:00:00:01", "0a:54:00:00:00:01", "up", "-", "1", "2", "-"),
 ])
 
 
@@ -118,6 +118,6 @@ def test_the_address_check_names_every_netdev_that_differs():
     assert address_problems(netdevs, mac, addr, ["failover"]) == ["enp2s0 (primary) holds 192.168.100.10/24, 10.1.1.1/8"]
     assert address_problems(netdevs, mac, addr, ["failover", "primary"]) == []
     assert address_problems(netdevs, mac, addr, ["standby", "other"]) == [
-        "no other netdev with MAC 52:54:00:00:12:53", "enp1s0 (failover) holds 192.168.100.10/24",
+        "no other netdev with MAC 52:54:00:00:12:53",
         "enp1s0nsby (standby) does not hold 192.168.100.10/24 (it has none)",
-        "enp2s0 (primary) holds 192.168.100.10/24, 10.1.1.1/8"]
+        "enp1s0 (failover) holds 192.168.100.10/24", "enp2s0 (primary) holds 192.168.100.10/24, 10.1.1.1/8"]

@@ -13,12 +13,12 @@ SCENARIOS = Path(__file__).parent.parent / "scenarios"
 
 # /usr/lib/testbed/netdevs in the standby-igb-vf guest (name driver master mac perm operstate ppn rx tx)
 IGB_VF_GUEST = """\
-enp0s2\tvirtio_net\t-\t0a:54:00:00:00:01\t0a:54:00:00:00:01\tup\t-\t10\t20
-enp1s0\tnet_failover\t-\t52:54:00:00:12:53\t52:54:00:00:12:53\tup\t-\t10\t20
-enp1s0nsby\tvirtio_net\tenp1s0\t52:54:00:00:12:53\t52:54:00:00:12:53\tup\tsby\t10\t20
-enp2s0\tigb\t-\t06:54:00:00:00:01\t06:54:00:00:00:01\tup\t-\t10\t20
-enp2s0v0\tigbvf\tenp1s0\t52:54:00:00:12:53\t52:54:00:00:12:53\tup\t-\t10\t20
-lo\t-\t-\t00:00:00:00:00:00\tnot set\tunknown\t-\t10\t20
+enp0s2\tvirtio_net\t-\t0a:54:00:00:00:01\t0a:54:00:00:00:01\tup\t-\t10\t20\t-
+enp1s0\tnet_failover\t-\t52:54:00:00:12:53\t52:54:00:00:12:53\tup\t-\t10\t20\t-
+enp1s0nsby\tvirtio_net\tenp1s0\t52:54:00:00:12:53\t52:54:00:00:12:53\tup\tsby\t10\t20\t-
+enp2s0\tigb\t-\t06:54:00:00:00:01\t06:54:00:00:00:01\tup\t-\t10\t20\t-
+enp2s0v0\tigbvf\tenp1s0\t52:54:00:00:12:53\t52:54:00:00:12:53\tup\t-\t10\t20\t-
+lo\t-\t-\t00:00:00:00:00:00\tnot set\tunknown\t-\t10\t20\t-
 """
 
 
@@ -41,8 +41,8 @@ def test_a_complete_pair_passes(pair):
     (("enp2s0v0\tigbvf\tenp1s0", "enp2s0v0\tigbvf\t-"), "expected one primary enslaved to enp1s0, found 0"),
     (("enp1s0nsby", "enp1s0sby"), "standby is named enp1s0sby, expected enp1s0nsby"),
     (("enp2s0v0\tigbvf", "enp2s0v0\te1000e"), "driver e1000e, expected igbvf"),
-    (("52:54:00:00:12:53\tup\t-\t10\t20\nlo", "52:54:00:00:12:99\tup\t-\t10\t20\nlo"), "permanent MAC 52:54:00:00:12:99"),
-    (("52:54:00:00:12:53\tup\t-\t10\t20\nlo", "52:54:00:00:12:53\tdown\t-\t10\t20\nlo"), "primary enp2s0v0 is down, not up"),
+    (("52:54:00:00:12:53\tup\t-\t10\t20\t-\nlo", "52:54:00:00:12:99\tup\t-\t10\t20\t-\nlo"), "permanent MAC 52:54:00:00:12:99"),
+    (("52:54:00:00:12:53\tup\t-\t10\t20\t-\nlo", "52:54:00:00:12:53\tdown\t-\t10\t20\t-\nlo"), "primary enp2s0v0 is down, not up"),
     (("enp1s0\tnet_failover", "enp1s0\tvirtio_net"), "expected one failover master"),
 ])
 def test_each_defect_is_reported(pair, edit, problem):

@@ -16,17 +16,20 @@ from testbed.waiting import wait_until
 SETTLED = "/usr/lib/testbed/netconfig-settled"
 
 
-def address_problems(netdevs: list[Netdev], mac: str, address: str, holders: list[str]) -> list[str]:
-    """What differs from: each netdev with the pair's MAC whose role is in `holders` holds `address`, and
-    every other one holds no IPv4 address; each role in `holders` is there."""
+def missing_holders(netdevs: list[Netdev], mac: str, address: str, holders: list[str]) -> list[str]:
+    """Each role in `holders` is there, and each netdev with the pair's MAC in such a role holds `address`."""
     mine = [n for n in netdevs if n.mac == mac]
-    problems = [f"no {role} netdev with MAC {mac}" for role in holders if not any(n.role == role for n in mine)]
-    for n in mine:
-        if n.role in holders and address not in n.ipv4:
-            problems.append(f"{n.name} ({n.role}) does not hold {address} (it has {', '.join(n.ipv4) or 'none'})")
-        elif n.role not in holders and n.ipv4:
-            problems.append(f"{n.name} ({n.role}) holds {', '.join(n.ipv4)}")
-    return problems
+    return [f"no {role} netdev with MAC {mac}" for role in holders if not any(n.role == role for n in mine)] + \
+        [f"{n.name} ({n.role}) does not hold {address} (it has {', '.join(n.ipv4) or 'none'})"
+         for n in mine if n.role in holders and address not in n.ipv4]
+
+
+def address_problems(netdevs: list[Netdev], mac: str, address: str, holders: list[str]) -> list[str]:
+    """What differs from: the holders hold `address` (missing_holders), and every other netdev with
+    the pair's MAC holds no IPv4 address."""
+    return missing_holders(netdevs, mac, address, holders) + \
+        [f"{n.name} ({n.role}) holds {', '.join(n.ipv4)}" for n in netdevs
+         if n.mac == mac and n.role not in holders and n.ipv4]
 
 
 def holders(netdevs: list[Netdev], mac: str) -> dict[str, dict[str, Any]]:
@@ -48,9 +51,8 @@ def check_addresses(ctx: RunContext, step: CheckAddressesStep) -> dict[str, Any]
         if busy.exit_status:
             return f"the guest's network configuration is still busy: {busy.stdout.strip() or busy.stderr.strip()}"
         seen["netdevs"] = read_netdevs(shell)
-        missing = [p for p in address_problems(seen["netdevs"], pair.mac, pair.address.with_prefixlen, step.holders)
-                   if "does not hold" in p or p.startswith("no ")]
-        return "; ".join(missing) or None
+        return "; ".join(missing_holders(seen["netdevs"], pair.mac, pair.address.with_prefixlen,
+                                         step.holders)) or None
     try:
         waited = wait_until(settled_and_held, ctx.timeout(step.timeout_s),
                             f"{step.vm}/{step.pair}: {', '.join(step.holders)} to hold {pair.address}")
