@@ -88,7 +88,7 @@ def run_bench(scenario_path: Path, runs: int, accel: str, cold: bool, console: C
             console.log(f"raw QEMU boot {n + 1}/{runs}")
             raw.append(_raw_boot(scenario_path, "tcg" if accel == "auto" else accel, Path(tmp)))
             console.log(f"testbed scenario {n + 1}/{runs}")
-            options = RunOptions(artifacts_dir=Path(tmp) / f"run{n}", accel=accel)
+            options = RunOptions(artifacts_dir=Path(tmp) / f"run{n}", accel=accel, snapshot="never")
             report = run_scenario(load_scenario(scenario_path), options)
             if not report.passed:
                 raise SystemExit(f"scenario failed during the benchmark: {report.error or report.steps}")
@@ -158,7 +158,7 @@ def run_probe_bench(console: Console, outages_ms: tuple[int, ...] = (5, 10, 20, 
     results: dict = {"interval_ms": 5.0}
     scenario = load_scenario(Path(__file__).resolve().parent.parent / "scenarios/standby-pci.yaml")
     with tempfile.TemporaryDirectory(prefix="testbed-probe-bench-") as tmp:
-        with live_run(scenario, RunOptions(artifacts_dir=Path(tmp))) as run:
+        with live_run(scenario, RunOptions(artifacts_dir=Path(tmp), snapshot="never")) as run:
             ctx = run.ctx
             if not run.step(BootStep(action="boot")).ok:
                 raise SystemExit(f"boot failed: {ctx.report.steps[-1].error}")
@@ -237,7 +237,7 @@ def run_migration_bench(console: Console, memories: tuple[int, ...] = (256, 1024
                 console.log(f"{memory} MiB, announce-self {'on' if announce else 'off'}")
                 scenario = load_scenario(scenario_path, {"memory": memory, "announce": announce,
                                                          "migration_gap_ms": 60000})
-                report = run_scenario(scenario, RunOptions(artifacts_dir=Path(tmp) / f"{memory}-{announce}"))
+                report = run_scenario(scenario, RunOptions(artifacts_dir=Path(tmp) / f"{memory}-{announce}", snapshot="never"))
                 (tcp,) = report.tcp()
                 steps = report.steps
                 for m_index, migration in zip([s.index for s in steps if s.action == "migrate"],

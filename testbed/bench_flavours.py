@@ -48,7 +48,7 @@ def run_flavour_bench(console: Console, runs: int, cold: bool, scenario: Path = 
             for n in range(runs):
                 console.log(f"{flavour}: {scenario.name} {n + 1}/{runs}")
                 report = run_scenario(_on_flavour(scenario, flavour),
-                                      RunOptions(artifacts_dir=Path(tmp) / f"{flavour}-{n}"))
+                                      RunOptions(artifacts_dir=Path(tmp) / f"{flavour}-{n}", snapshot="never"))
                 if not report.passed:
                     raise SystemExit(f"{scenario.name} on {flavour} failed during the benchmark: {report.error}")
                 boots.append(next(iter(report.vms.values())).boot)

@@ -24,6 +24,7 @@ from testbed.qemu_argv import LaunchFiles, build_argv
 from testbed.qemu_host import inspect_qemu
 from testbed.report_view import print_report
 from testbed.runner import RunOptions, run_scenario
+from testbed.snapshots import RUN_MODES
 from testbed.cli_held import cmd_console, cmd_down, cmd_qmp, cmd_resume, cmd_ssh
 from testbed.cli_common import log_to, variables
 from testbed.cli_matrix import add_matrix_parser
@@ -65,7 +66,7 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     options = RunOptions(artifacts_dir=artifacts, qemu=args.qemu, accel=args.accel,
                          local_kernel=_local_kernel(args), timeout_scale=args.timeout_scale,
                          scenario_file=str(args.scenario), keep=args.keep,
-                         snapshot_cache_mib=args.snapshot_cache_mib)
+                         snapshot_cache_mib=args.snapshot_cache_mib, snapshot=args.snapshot)
     log_to(console, quiet=args.quiet)
     if console.is_terminal and not args.keep and not args.quiet:
         # A live status line (image build, current step) above the timestamped log.
@@ -189,6 +190,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--reproduced-is-good", action="store_true",
                      help="bug scenarios: exit 0 when the bug is reproduced and 1 when it is not (to bisect for "
                           "the fix); by default reproduced exits 1, not reproduced 0, and an error 125 (skip)")
+    run.add_argument("--snapshot", choices=RUN_MODES,
+                     help="boot steps that do not say `snapshot:` resume from a cached post-boot state when "
+                          "nothing looks at the boot (auto), or always boot cold (never) "
+                          "(default: $TESTBED_SNAPSHOT, else auto)")
     run.add_argument("--snapshot-cache-mib", type=int, metavar="MIB",
                      help="size limit of the warm-start snapshot cache; least recently used snapshots beyond it "
                           "are evicted (default: $TESTBED_SNAPSHOT_CACHE_MIB, else 4096)")

@@ -28,6 +28,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="where runs keep serial logs, QMP events, dmesg and reports (default: pytest's tmp)")
     group.addoption("--testbed-timeout-scale", type=float, default=1.0,
                     help="multiply every step timeout (TCG on a slow machine)")
+    group.addoption("--testbed-snapshot", default=None, choices=["auto", "never"],
+                    help="boot steps without `snapshot:` (default: $TESTBED_SNAPSHOT, else auto)")
     group.addoption("--testbed-keep-on-failure", action="store_true",
                     help="hold a failed scenario's VMs for testbed ssh/qmp/console until testbed down (use with -s)")
 
@@ -88,7 +90,8 @@ def _options(config: pytest.Config, name: str, base: Path) -> RunOptions:
     return RunOptions(artifacts_dir=directory.resolve(), qemu=config.getoption("testbed_qemu"),
                       accel=config.getoption("testbed_accel"), local_kernel=local,
                       timeout_scale=config.getoption("testbed_timeout_scale"),
-                      keep=config.getoption("testbed_keep_on_failure"))
+                      keep=config.getoption("testbed_keep_on_failure"),
+                      snapshot=config.getoption("testbed_snapshot"))
 
 
 class ScenarioFailed(Exception):

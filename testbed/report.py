@@ -134,6 +134,8 @@ class RunReport(BaseModel):
     bug: dict[str, Any] | None = None
     verdict: str | None = None
     verdict_evidence: str | None = None
+    # What a boot step without `snapshot` did (testbed run --snapshot, $TESTBED_SNAPSHOT): auto or never.
+    snapshot_default: str | None = None
     vms: dict[str, VmReport] = {}
     steps: list[StepRecord] = []
     traffic: list[TrafficReport] = []

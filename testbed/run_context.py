@@ -43,6 +43,7 @@ class RunOptions:
     keep_timeout_s: float = 24 * 3600
     kernel_suite: str | None = None  # Debian's kernel from this suite of the image recipe (None: the recipe's)
     snapshot_cache_mib: int | None = None  # the warm-start cache's size limit; None: $TESTBED_SNAPSHOT_CACHE_MIB
+    snapshot: str | None = None  # boot steps without `snapshot`: auto or never; None: $TESTBED_SNAPSHOT, else auto
 
 
 @dataclass

@@ -29,7 +29,8 @@ from testbed.qemu_host import QemuBinary, choose_accel, inspect_qemu
 from testbed.report import HostInfo, RunReport, StepRecord
 from testbed.run_context import RunContext, RunOptions
 from testbed.scenario import HostKind, Scenario, Step
-from testbed.snapshots import SnapshotCache, cache_limit_bytes
+from testbed.snapshots import SnapshotCache, cache_limit_bytes, run_default
+from testbed.warm_boot import with_snapshot_default
 from testbed.steps import run_step
 
 logger = logging.getLogger(__name__)
@@ -72,6 +73,7 @@ class LiveRun:
         """Runs one step and records it in the report; a failure is recorded, not raised. A VM that
         died is named as the cause, whatever the step was waiting for when it noticed."""
         ctx = self.ctx
+        step = with_snapshot_default(step, ctx.report.snapshot_default or "never")
         index = len(ctx.report.steps)
         ctx.take_snapshot(index)
         record = StepRecord(index=index, action=step.action, started_s=round(ctx.clock.now(), 3))
@@ -127,6 +129,8 @@ def live_run(scenario: Scenario, options: RunOptions) -> Iterator[LiveRun]:
         with contextlib.ExitStack() as stack:
             check_room(options.artifacts_dir)
             sweep_dead_scratch()
+            mode = report.snapshot_default = run_default(options.snapshot)
+            scenario = scenario.model_copy(update={"steps": [with_snapshot_default(s, mode) for s in scenario.steps]})
             qemu = inspect_qemu(options.qemu).require()
             images = {flavour: ensure_image(local_kernel=options.local_kernel, kernel_suite=options.kernel_suite,
                                             flavour=flavour) for flavour in dict.fromkeys(vm.image for vm in scenario.vms)}

@@ -24,7 +24,8 @@ class BootStep(StepBase):
     # never: boot cold. auto: resume from a cached post-boot state when nothing in the scenario
     # looks at the boot itself (testbed.warm_boot.cold_reasons), else boot cold and say why.
     # required: like auto, but a VM that cannot run from a snapshot fails the step.
-    snapshot: Literal["never", "auto", "required"] = "never"
+    # None (not given): the run's default, `testbed run --snapshot` (testbed.snapshots.run_default).
+    snapshot: Literal["never", "auto", "required"] | None = None
 
     @field_validator("vms")
     @classmethod

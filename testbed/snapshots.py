@@ -29,6 +29,8 @@ DEFAULT_LIMIT_MIB = 4096
 LIMIT_ENV = "TESTBED_SNAPSHOT_CACHE_MIB"
 STATE, META = "state", "meta.json"
 LOCK_TIMEOUT_S = 30
+MODE_ENV = "TESTBED_SNAPSHOT"
+RUN_MODES = ("auto", "never")
 
 
 def snapshot_root() -> Path:
@@ -42,6 +44,17 @@ def snapshot_root() -> Path:
 def cache_limit_bytes(flag_mib: int | None = None) -> int:
     mib = flag_mib if flag_mib is not None else int(os.environ.get(LIMIT_ENV, DEFAULT_LIMIT_MIB))
     return max(0, mib) * 1024 * 1024
+
+
+def run_default(flag: str | None = None) -> str:
+    """The `snapshot` of every boot step that gives none: the run's flag, else $TESTBED_SNAPSHOT, else
+    auto. `required` is a step's word only: as a run's default it would fail every scenario that must
+    boot cold."""
+    mode = flag or os.environ.get(MODE_ENV) or "auto"
+    if mode not in RUN_MODES:
+        source = "--snapshot" if flag else f"${MODE_ENV}"
+        raise TestbedError(f"{source}={mode!r}: the run's snapshot default is one of {', '.join(RUN_MODES)}")
+    return mode
 
 
 def snapshot_key(image_key: str, qemu_version: str, qemu_path: str, argv: list[str], accel: str) -> str:

@@ -21,11 +21,11 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from testbed.errors import StepFailed, TestbedError
 from testbed.qemu_argv import LaunchFiles, build_argv
-from testbed.scenario import BootStep, CheckDeviceStep
+from testbed.scenario import BootStep, CheckDeviceStep, CheckEventsStep
 from testbed.snapshots import Snapshot, SnapshotCache, cache_limit_bytes, snapshot_key
 
 if TYPE_CHECKING:
@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from testbed.scenario import Scenario
 
 logger = logging.getLogger(__name__)
+StepT = TypeVar("StepT")
 
 MAPPED_RAM_SINCE = (9, 0)
 OWN_SAVE = "this run's own save"  # a cold boot that saved goes on from its own restored state
@@ -44,6 +45,13 @@ GUEST_PAIRED_DIFFERENCE = ("the guest removed its igb VFs before the save (sriov
                            "again after the restore (the image's sriov-pf: VF MAC set through the PF, igbvf "
                            "probed)")
 SETTLE_DIFFERENCE = "the guest's clock was set and its neighbour table flushed"
+
+
+def with_snapshot_default(step: StepT, mode: str) -> StepT:
+    """A boot step that gives no `snapshot` takes the run's default; any other step is itself."""
+    if isinstance(step, BootStep) and step.snapshot is None:
+        return step.model_copy(update={"snapshot": mode})
+    return step
 
 
 def cold_reasons(ctx: "RunContext", name: str, step: BootStep) -> list[str]:
@@ -64,9 +72,17 @@ def guest_cold_reasons(scenario: "Scenario", qemu_version: tuple[int, ...], name
             reasons.append(f"pair {pair.name}: the standby starts with its link down")
         if not pair.standby.at_boot or not getattr(pair.primary, "at_boot", True):
             reasons.append(f"pair {pair.name}: a NIC is plugged after the boot (the order is the scenario's point)")
+        if pair.dhcp:
+            # dnsmasq is started afresh by every run: a restored guest would hold a lease this run's
+            # server never gave, and the report's leases would not show it.
+            reasons.append(f"pair {pair.name}: address: dhcp (the lease is taken at boot)")
     if not step.wait_for_pairs:
         reasons.append("the boot step does not wait for the pairs (the state before they are whole)")
+    boot_index = next((i for i, s in enumerate(scenario.steps)
+                       if isinstance(s, BootStep) and (s.vms is None or name in s.vms)), 0)
     for i, later in enumerate(scenario.steps):
+        if isinstance(later, CheckEventsStep) and later.vm == name and later.since_step <= boot_index:
+            reasons.append(f"steps[{i}] (check-events since step {later.since_step}) looks at the boot's QMP events")
         # present: true after a boot that waited for the pairs holds after a restore too (QEMU plugs
         # the primary back); present: false is QEMU keeping it hidden before STANDBY, at boot.
         if isinstance(later, CheckDeviceStep) and later.vm == name and not later.present:

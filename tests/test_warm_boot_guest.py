@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from testbed.scenario import load_scenario
+from testbed.scenario import BootStep, load_scenario
 
 pytestmark = pytest.mark.guest
 SCENARIOS = Path(__file__).parent.parent / "scenarios"
@@ -24,7 +24,7 @@ def snapshot_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return path
 
 
-def test_a_second_run_resumes_and_a_broken_snapshot_boots_cold(run_testbed_scenario, snapshot_dir):
+def test_a_second_run_resumes_and_a_broken_snapshot_boots_cold(run_testbed_scenario, snapshot_dir, tmp_path):
     scenario = SCENARIOS / "unplug-replug-pci.yaml"
     first = run_testbed_scenario(scenario, name="first")
     assert first.passed, first.error
@@ -46,6 +46,36 @@ def test_a_second_run_resumes_and_a_broken_snapshot_boots_cold(run_testbed_scena
     listed = subprocess.run([sys.executable, "-m", "testbed.cli", "snapshots", "list"], capture_output=True,
                             text=True, check=True).stdout
     assert boot1["snapshot_key"] in listed and "1 snapshot(s)" in listed
+
+    # A boot step that says nothing takes the run's default: the flag (testbed run --snapshot, pytest
+    # --testbed-snapshot), else $TESTBED_SNAPSHOT, else auto. The same VM, in a file of its own.
+    boot_only = tmp_path / "scenarios" / "boot-only.yaml"
+    boot_only.parent.mkdir()
+    loaded = load_scenario(scenario)
+    bare = loaded.model_copy(update={"name": "boot-only", "steps": [BootStep(action="boot")]})
+    boot_only.write_text(yaml.safe_dump(bare.model_dump(mode="json", exclude_unset=True)))
+    assert "snapshot" not in boot_only.read_text()
+    never = {**os.environ, "TESTBED_SNAPSHOT": "never"}
+    for name, flag in (("env-never", []), ("flag-auto", ["--snapshot", "auto"])):
+        done = subprocess.run([sys.executable, "-m", "testbed.cli", "run", str(boot_only), "--quiet", *flag,
+                               "--artifacts", str(tmp_path / name), "--report", str(tmp_path / f"{name}.json")],
+                              capture_output=True, text=True, timeout=300, env=never)
+        assert done.returncode == 0, done.stderr
+    by_env = json.loads((tmp_path / "env-never.json").read_text())
+    assert by_env["snapshot_default"] == "never" and by_env["vms"]["vm1"]["boot"]["start"] == "cold"
+    assert by_env["vms"]["vm1"]["boot"]["snapshot_mode"] == "never" and "saved_s" not in by_env["vms"]["vm1"]["boot"]
+    by_flag = json.loads((tmp_path / "flag-auto.json").read_text())
+    assert by_flag["snapshot_default"] == "auto"
+    assert by_flag["vms"]["vm1"]["boot"]["restored_from"] == boot1["snapshot_key"], by_flag["vms"]["vm1"]["boot"]
+    plugin_run = tmp_path / "plugin-run"
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(boot_only),
+                           "--testbed-snapshot", "auto", "--testbed-artifacts", str(plugin_run)],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300, env=never)
+    assert done.returncode == 0, done.stdout[-3000:]
+    (plugin_report,) = plugin_run.glob("*/boot-only/report.json")
+    by_plugin = json.loads(plugin_report.read_text())
+    assert by_plugin["snapshot_default"] == "auto"
+    assert by_plugin["vms"]["vm1"]["boot"]["restored_from"] == boot1["snapshot_key"], by_plugin["vms"]["vm1"]["boot"]
 
     state = snap / "state"
     with state.open("r+b") as f:
@@ -100,11 +130,14 @@ def test_an_igb_vf_guest_resumes_and_its_vf_carries_the_traffic(run_testbed_scen
     assert [n["driver"] for n in primary] == ["igbvf"], second.vms["vm1"].netdevs
 
 
-def test_a_scenario_that_looks_at_the_boot_boots_cold_and_says_why(run_testbed_scenario, snapshot_dir):
+def test_a_scenario_that_looks_at_the_boot_boots_cold_and_says_why(run_testbed_scenario, snapshot_dir, monkeypatch):
+    """Under the run's default (auto): the file's boot step says nothing about snapshots."""
+    monkeypatch.delenv("TESTBED_SNAPSHOT", raising=False)
     scenario = load_scenario(SCENARIOS / "no-standby-negotiation.yaml")
-    boot = scenario.steps[0].model_copy(update={"snapshot": "auto"})
-    report = run_testbed_scenario(scenario.model_copy(update={"steps": [boot, *scenario.steps[1:]]}))
+    assert scenario.steps[0].snapshot is None
+    report = run_testbed_scenario(scenario)
     assert report.passed, report.error
+    assert report.snapshot_default == "auto" and report.vms["vm1"].boot["snapshot_mode"] == "auto"
     reasons = report.vms["vm1"].boot["cold_because"]
     assert report.vms["vm1"].boot["start"] == "cold"
     assert any("never negotiates STANDBY" in r for r in reasons)
