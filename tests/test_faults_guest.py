@@ -19,11 +19,14 @@ FAULTS = Path(__file__).parent / "faults"
 pytestmark = pytest.mark.guest
 
 
-def _start(tmp_path: Path, scenario: str) -> tuple[subprocess.Popen, Path]:
+def _start(tmp_path: Path, scenario: str, snapshot: str = "never") -> tuple[subprocess.Popen, Path]:
+    """snapshot never: the test watches the first QEMU's own artifacts (its QMP events, its PID). With
+    auto, a private cache: the boot saves, and the run goes on in a QEMU restored from that save."""
     artifacts = tmp_path / "art"
     proc = subprocess.Popen([sys.executable, "-m", "testbed.cli", "run", str(FAULTS / scenario),
-                             "--artifacts", str(artifacts)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                             "--artifacts", str(artifacts), "--snapshot", snapshot],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "TESTBED_SNAPSHOT_DIR": str(tmp_path / "snapshots")})
     return proc, artifacts
 
 
@@ -59,11 +62,12 @@ def _kill_and_time(proc: subprocess.Popen, pid: int) -> tuple[float, str]:
 
 
 def test_qemu_killed_during_traffic_is_named_within_seconds(tmp_path):
-    proc, artifacts = _start(tmp_path, "kill-during-traffic.yaml")
+    """The QEMU killed is the one restored from the boot's own save (snapshot: auto, the default)."""
+    proc, artifacts = _start(tmp_path, "kill-during-traffic.yaml", snapshot="auto")
     # The long sleep: the first check-traffic passed, probes are running.
     _wait_for("the sleep step", lambda: {"index": 3, "action": "sleep", "event": "start"}.items() <=
               (_steps(artifacts)[-1:] or [{}])[-1].items(), proc)
-    took, err = _kill_and_time(proc, _qemu_pid(artifacts, "vm1"))
+    took, err = _kill_and_time(proc, _qemu_pid(artifacts, "vm1-restored"))
     assert proc.returncode == 1, err
     assert took < 5, f"the testbed took {took:.1f}s to report the death"
     assert "vm1: QEMU exited (signal 9, SIGKILL) during step 3 (sleep)" in err
@@ -71,7 +75,9 @@ def test_qemu_killed_during_traffic_is_named_within_seconds(tmp_path):
     assert report["passed"] is False
     assert "vm1: QEMU exited (signal 9, SIGKILL) during step 3 (sleep)" in report["error"]
     assert report["vms"]["vm1"]["exit"]["signal"] == "SIGKILL"
-    assert report["vms"]["vm1"]["shutdowns"][0]["how"] == "exited-before"
+    assert report["vms"]["vm1"]["boot"]["restored_from"] == "this run's own save"
+    assert {s["qemu"]: s["how"] for s in report["vms"]["vm1"]["shutdowns"]} == \
+        {"vm1": "quit", "vm1-restored": "exited-before"}
     assert run_leftovers(artifacts) == []
 
 

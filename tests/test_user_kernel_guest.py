@@ -42,7 +42,7 @@ def test_a_user_kernel_boots_the_pair_and_is_reported(tmp_path, other_kernel):
     assert done.returncode == 0, done.stderr
     report = json.loads(report_path.read_text())
     assert report["host"]["guest_kernel"] == modules.name
-    assert "Linux version " + modules.name in (tmp_path / "art" / "vm1" / "dmesg.txt").read_text()
+    assert "Linux version " + modules.name in Path(report["vms"]["vm1"]["artifacts"]["dmesg"]).read_text()
 
 
 def _matrix(*args):
