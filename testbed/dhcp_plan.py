@@ -70,7 +70,7 @@ def _check_networkmanager(vm: "VM") -> None:
     """The networkmanager flavour runs NM's own defaults: DHCP on every Ethernet device, nothing else."""
     if vm.netconfig is not None:
         raise KeyedValueError("netconfig", "the networkmanager image runs NetworkManager's defaults; netconfig "
-                              "chooses networkd's configuration (image: networkd)")
+                              "chooses networkd's or ifupdown's configuration (image: networkd, ifupdown)")
     for j, pair in enumerate(vm.pairs):
         if pair.address is not None and not pair.dhcp:
             raise KeyedValueError(f"pairs[{j}].address", "the networkmanager image runs NetworkManager's defaults, "

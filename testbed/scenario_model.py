@@ -113,8 +113,9 @@ class VM(Strict):
     # The guest image flavour (images/): minimal (busybox, the testbed configures the pairs) or a
     # distribution userspace such as networkd.
     image: str = DEFAULT_FLAVOUR
-    # How a systemd-networkd guest configures its pairs: recommended (the failover master only, as
-    # the kernel document asks) or naive (everything with the pair's MAC, as a match-by-MAC config does).
+    # How a networkd or ifupdown guest configures its pairs: recommended (the failover master only, as
+    # the kernel document asks) or naive (everything with the pair's MAC, as a match-by-MAC config or
+    # an installer's allow-hotplug stanzas do).
     netconfig: Literal["recommended", "naive"] | None = None
     memory_mib: int = Field(512, ge=128, le=16384)
     cpus: int = Field(1, ge=1, le=8)

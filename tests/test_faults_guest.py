@@ -67,7 +67,7 @@ def test_qemu_killed_during_traffic_is_named_within_seconds(tmp_path):
     # The long sleep: the first check-traffic passed, probes are running.
     _wait_for("the sleep step", lambda: {"index": 3, "action": "sleep", "event": "start"}.items() <=
               (_steps(artifacts)[-1:] or [{}])[-1].items(), proc)
-    took, err = _kill_and_time(proc, _qemu_pid(artifacts, "vm1-restored"))
+    took, err = _kill_and_time(proc, _qemu_pid(artifacts, "vm1"))
     assert proc.returncode == 1, err
     assert took < 5, f"the testbed took {took:.1f}s to report the death"
     assert "vm1: QEMU exited (signal 9, SIGKILL) during step 3 (sleep)" in err
@@ -77,7 +77,7 @@ def test_qemu_killed_during_traffic_is_named_within_seconds(tmp_path):
     assert report["vms"]["vm1"]["exit"]["signal"] == "SIGKILL"
     assert report["vms"]["vm1"]["boot"]["restored_from"] == "this run's own save"
     assert {s["qemu"]: s["how"] for s in report["vms"]["vm1"]["shutdowns"]} == \
-        {"vm1": "quit", "vm1-restored": "exited-before"}
+        {"vm1-boot": "quit", "vm1": "exited-before"}
     assert run_leftovers(artifacts) == []
 
 

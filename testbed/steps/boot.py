@@ -9,6 +9,7 @@ from typing import Any
 
 from testbed import warm_boot
 from testbed.errors import StepFailed, TestbedError
+from testbed.machine import MachineArtifacts
 from testbed.run_context import RunContext
 from testbed.scenario import BootStep, CheckDeviceStep, CheckNetdevsStep
 from testbed.steps.guest_up import connect_booted, pairs_ready
@@ -63,7 +64,13 @@ def _save_and_resume(ctx: RunContext, name: str, step: BootStep, warm: warm_boot
         warm.saved_s = warm_boot.save(source, scratch / "state")
         ctx.shells.pop(name).close()
         ctx.retire(source)  # its taps and ports go to the restored QEMU
-        timings = _resume(ctx, name, step, scratch / "state", f"{name}-restored")
+        # The VM goes on in a QEMU named as on a cache hit (`vm1`), so that what a scenario names
+        # (check-events' `qemu`) and the artifacts' layout do not depend on the cache; the QEMU that
+        # booted keeps its files in `vm1-boot`.
+        booted = source.artifacts.directory.with_name(f"{name}-boot")
+        source.artifacts.directory.rename(booted)
+        source.artifacts = MachineArtifacts(booted)
+        timings = _resume(ctx, name, step, scratch / "state", name)
     except BaseException as e:  # Ctrl-C too: a half-written state file is as large as the guest's RAM
         shutil.rmtree(scratch, ignore_errors=True)
         if isinstance(e, (TestbedError, StepFailed)):
