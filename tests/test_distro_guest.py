@@ -17,12 +17,13 @@ DATA = Path(__file__).parent / "data"
 
 
 SCENARIOS = [ZOO / "dhcp-networkd.yaml", DATA / "networkd-no-standby.yaml",
-             ZOO / "zoo-04-naive-dhcp-configures-slaves.yaml", ZOO / "zoo-04-networkmanager-defaults.yaml"]
+             ZOO / "zoo-04-naive-dhcp-configures-slaves.yaml", ZOO / "zoo-04-networkmanager-defaults.yaml",
+             ZOO / "dhcp-ifupdown.yaml", ZOO / "zoo-04-ifupdown-allow-hotplug-configures-slaves.yaml"]
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory) -> dict[str, tuple[subprocess.CompletedProcess, dict]]:
-    """The four scenarios, two at a time, each its own run on its own core: the suite pays for two."""
+    """The scenarios, two at a time, each its own run on its own core: the suite pays for half."""
     tmp_path = tmp_path_factory.mktemp("distro")
     with ThreadPoolExecutor(2) as pool:
         return dict(zip([p.stem for p in SCENARIOS], pool.map(lambda path: _run(tmp_path, path), SCENARIOS)))
@@ -93,6 +94,24 @@ def test_zoo_item_4_a_naive_networkd_config_and_networkmanager_defaults_lease_to
     for n in (1, 2):  # the re-plugged VF, and the VF on the migration's destination: connected and leased again
         assert _holders(report, n)["primary"] == ["192.168.100.10/24"]
     assert report["migrations"][0]["status"] == "completed"
+
+
+def test_ifupdown_configures_the_master_only_as_the_document_asks_and_every_nic_with_allow_hotplug(runs):
+    (done, report), (naive_done, naive) = runs["dhcp-ifupdown"], runs["zoo-04-ifupdown-allow-hotplug-configures-slaves"]
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert report["host"]["images"].keys() == {"ifupdown"}
+    (lease,) = report["leases"]
+    assert (lease["mac"], lease["address"], len(lease["acked_at_s"])) == ("52:54:00:00:12:67", "192.168.100.10", 1)
+    for n in (0, 1):  # after boot, and after udev's ifupdown hook saw the VF re-plugged
+        assert _holders(report, n) == {"failover": ["192.168.100.10/24"], "standby": [], "primary": []}
+
+    assert naive_done.returncode == 1, naive_done.stdout + naive_done.stderr  # reproduced
+    assert naive["verdict"] == "reproduced", naive["verdict_evidence"]
+    interfaces = naive["steps"][1]["details"]["stdout"]
+    assert all(f"allow-hotplug {dev}\niface {dev} inet dhcp" in interfaces for dev in ("enp1s0", "enp1s0nsby", "enp2s0"))
+    (lease,) = naive["leases"]
+    assert len(lease["acked_at_s"]) >= 3, lease  # a dhclient per netdev with the MAC
+    assert _holders(naive) == {role: ["192.168.100.10/24"] for role in ("failover", "standby", "primary")}
 
 
 def test_bench_flavours_boots_a_flavour_and_images_build_takes_a_flavour(tmp_path):
