@@ -204,7 +204,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
 
 def pytest_collect_file(file_path: Path, parent: pytest.Collector):
     in_scenarios = file_path.parent.name == "scenarios" or \
-        (file_path.parent.name == "zoo" and file_path.parent.parent.name == "scenarios")
+        (file_path.parent.name in ("zoo", "qtest") and file_path.parent.parent.name == "scenarios")
     if file_path.suffix == ".yaml" and in_scenarios:
         return ScenarioFile.from_parent(parent, path=file_path)
     return None

@@ -1,3 +1,4 @@
+import re
 from pathlib import Path
 
 import pytest
@@ -9,10 +10,28 @@ DATA = Path(__file__).parent / "data"
 SCENARIOS = Path(__file__).parent.parent / "scenarios"
 
 
-@pytest.mark.parametrize("path", sorted(SCENARIOS.glob("*.yaml")), ids=lambda p: p.name)
+SHIPPED = sorted([*SCENARIOS.glob("*.yaml"), *SCENARIOS.glob("zoo/*.yaml"), *SCENARIOS.glob("qtest/*.yaml")])
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: str(p.relative_to(SCENARIOS)))
 def test_shipped_scenarios_validate(path):
     scenario = load_scenario(path)
     assert scenario.steps[0].action == "boot"
+
+
+QTEST_CASES = ["params/error/id", "params/error/pcie", "params/on", "params/on_mismatch", "params/off",
+               "params/enabled", "params/guest_off", "hotplug/1", "hotplug/1_reverse", "hotplug/2",
+               "hotplug/2_reverse", "migrate/on/out", "migrate/on/in", "migrate/off/out", "migrate/off/in",
+               "migrate/off/abort", "migrate/guest_off/out", "migrate/guest_off/in", "migrate/guest_off/abort",
+               "migrate/abort/wait-unplug", "migrate/abort/active", "migrate/abort/timeout", "migrate/multi/out",
+               "migrate/multi/in"]
+
+
+def test_every_case_of_qemus_failover_qtest_has_a_scenario():
+    """tests/qtest/virtio-net-failover.c's 24 case paths, each named in a scenarios/qtest/ file's description."""
+    text = "\n".join(load_scenario(p).description for p in SCENARIOS.glob("qtest/*.yaml"))
+    assert len(QTEST_CASES) == 24
+    assert [c for c in QTEST_CASES if not re.search(rf"(?<![\w/]){re.escape(c)}(?![\w/])", text)] == []
 
 
 def test_typo_in_key_names_file_and_key_path():
