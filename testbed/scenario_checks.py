@@ -193,6 +193,20 @@ def check_host_steps(host_kind: str, steps: Sequence[StepModel]) -> None:
                                   f"{NAMESPACE_HOST_ONLY[step.action]}")
 
 
+def check_eject_holds(host_kind: str, vms: Sequence["VM"], steps: Sequence[StepModel]) -> None:
+    """hold_eject_ms masks q35's ACPI hot-plug GPE in the guest: the eject must go through ACPI."""
+    for i, step in enumerate(steps):
+        if getattr(step, "hold_eject_ms", None) is None:
+            continue
+        if host_kind == "vm":
+            raise KeyedValueError(f"steps[{i}].hold_eject_ms", "is not supported on a host VM yet (not tested "
+                                  "against a nested guest)")
+        vm = next(v for v in vms if v.name == step.vm)
+        if vm.pci_hotplug != "acpi":
+            raise KeyedValueError(f"steps[{i}].hold_eject_ms", f"holds the ACPI hot-plug event; VM {vm.name} has "
+                                  "pci_hotplug: native, where the eject is pciehp's")
+
+
 def check_unplugged_standbys(steps: Sequence[StepModel]) -> None:
     """After unplug-standby, steps that rebuild the VM or wait for its pairs are not supported."""
     gone: dict[str, int] = {}

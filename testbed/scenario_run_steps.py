@@ -43,6 +43,9 @@ class MigrateStep(MigrationStepBase):
     # (QEMU switches after its first pass). multifd: RAM over `multifd_channels` extra connections.
     mode: Literal["precopy", "postcopy", "multifd"] = "precopy"
     multifd_channels: int = Field(2, ge=1, le=16)
+    # The guest holds its eject of the primaries this long after QEMU's unplug request (the ACPI
+    # hot-plug GPE masked until then; testbed.guest_eject), as the qtest ejects when it chooses.
+    hold_eject_ms: float | None = Field(None, gt=0, le=600_000)
 
 
 class SaveRestoreStep(MigrationStepBase):

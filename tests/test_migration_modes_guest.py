@@ -61,3 +61,48 @@ def test_an_option_rom_fails_the_migration(run_testbed_scenario):
     assert 'Unknown ramblock "' in report.verdict_evidence and 'e1000e.rom", cannot accept migration' in \
         report.verdict_evidence
     assert report.passed  # the source plugged its primary back: the guest is whole again
+
+
+HELD = """
+description: the guest holds its eject, as the qtest does
+network:
+  hosts: 2
+vms:
+  - name: vm1
+    pairs:
+      - name: net0
+        mac: "52:54:00:00:12:69"
+        address: 192.168.77.2/24
+        primary: {kind: pci}
+steps:
+  - action: boot
+  - action: migrate              # cancelled in wait-unplug: QEMU stays cancelling until the held eject
+    vm: vm1
+    hold_eject_ms: 3000
+    cancel_in: wait-unplug
+    expect: cancelled
+  - action: migrate              # the hold, then the migration goes on
+    vm: vm1
+    hold_eject_ms: 2000
+    min_wait_unplug_ms: 2000
+  - action: migrate              # no hold: the guest ejects at once again
+    vm: vm1
+    max_wait_unplug_ms: 1500
+  - action: exec                 # the hot-plug GPE is unmasked again
+    vm: vm1
+    command: "cat /sys/firmware/acpi/interrupts/gpe01; grep -q unmasked /sys/firmware/acpi/interrupts/gpe01"
+"""
+
+
+def test_a_held_eject_keeps_qemu_in_wait_unplug_and_cancelling(run_testbed_scenario, tmp_path):
+    scenario = tmp_path / "held.yaml"
+    scenario.write_text(HELD)
+    report = run_testbed_scenario(scenario)
+    assert report.passed, report.error
+    cancelled, held, free = report.migrations
+    assert cancelled.statuses == ["setup", "wait-unplug", "cancelling", "cancelled"], cancelled.statuses
+    times = {e["data"]["status"]: e["t"] for e in cancelled.events if e["event"] == "MIGRATION"}
+    # QEMU was asked to cancel at once, and waited for the eject the guest held for 3 s
+    assert times["cancelled"] - times["wait-unplug"] >= 3.0, times
+    assert held.status == "completed" and held.wait_unplug_ms >= 2000
+    assert free.status == "completed" and free.wait_unplug_ms < 1500

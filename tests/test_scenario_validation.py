@@ -307,3 +307,26 @@ def test_vf_mac_refuses_a_broadcast_mac(tmp_path):
     with pytest.raises(ScenarioError) as e:
         load_scenario(tmp_path / "s.yaml")
     assert e.value.key == "steps[1].mac"
+
+
+HOLD = """
+host: {kind: %s}
+vms:
+  - name: vm1
+    pci_hotplug: %s
+    pairs:
+      - {name: net0, mac: "52:54:00:00:12:53", primary: {kind: %s}}
+steps:
+  - action: boot
+  - {action: migrate, vm: vm1, hold_eject_ms: 3000}
+"""
+
+
+def test_an_eject_hold_needs_acpi_hotplug_on_the_namespace_host(tmp_path):
+    assert load_scenario(_write(tmp_path, HOLD % ("namespace", "acpi", "pci"))).steps[1].hold_eject_ms == 3000
+    with pytest.raises(ScenarioError) as e:
+        load_scenario(_write(tmp_path, HOLD % ("namespace", "native", "pci")))
+    assert (e.value.key, e.value.reason) == ("steps[1].hold_eject_ms", "holds the ACPI hot-plug event; VM vm1 has "
+                                             "pci_hotplug: native, where the eject is pciehp's")
+    with pytest.raises(ScenarioError, match="not supported on a host VM yet"):
+        load_scenario(_write(tmp_path, HOLD % ("vm", "acpi", "host-vf")))

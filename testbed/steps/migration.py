@@ -15,7 +15,7 @@ from testbed.run_context import RunContext
 from testbed.scenario import MigrateStep, MigrationStepBase, SaveRestoreStep
 from testbed.steps.pairs import expected_now
 from testbed.steps.registry import handles
-from testbed import warm_boot
+from testbed import guest_eject, warm_boot
 from testbed.waiting import wait_until
 
 logger = logging.getLogger(__name__)
@@ -114,6 +114,8 @@ def _migrate_once(ctx: RunContext, step: MigrateStep, number: int) -> MigrationR
         if step.mode == "multifd":
             machine.qmp.execute("migrate-set-parameters", {"multifd-channels": step.multifd_channels})
     dst.qmp.execute("migrate-incoming", {"uri": uri})
+    if step.hold_eject_ms is not None:
+        guest_eject.arm(ctx.shell(step.vm), step.hold_eject_ms)
     src_cursor, dst_cursor = src.events.cursor(), dst.events.cursor()
     started = ctx.clock.now()
     src.qmp.execute("migrate", {"uri": uri})
@@ -146,7 +148,11 @@ def _migrate_once(ctx: RunContext, step: MigrateStep, number: int) -> MigrationR
 def migrate(ctx: RunContext, step: MigrateStep) -> dict[str, Any]:
     entries = []
     for number in range(step.count):
-        entry = _migrate_once(ctx, step, number)
+        try:
+            entry = _migrate_once(ctx, step, number)
+        finally:
+            if step.hold_eject_ms is not None and step.vm in ctx.shells:
+                guest_eject.release(ctx.shells[step.vm])
         entries.append(entry)
         logger.info("%s: migration %d/%d %s (total %s ms, downtime %s ms, wait-unplug %s ms)", step.vm,
                     number + 1, step.count, entry.status, entry.total_time_ms, entry.downtime_ms,
