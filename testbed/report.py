@@ -119,6 +119,10 @@ class MigrationRecord(BaseModel):
     source_pairs_ready_after_s: float | None = None
     restore_ms: float | None = None     # save-restore: the new QEMU's launch to the loaded state
     saved_paused: bool | None = None    # save-restore: the VM was stopped when it was saved
+    # QEMU's side of the primaries (created or hidden), when a migrate step checks them:
+    # on the destination before its incoming state arrived, on the source after it completed.
+    primaries_on_destination_before_incoming: dict[str, bool] | None = None
+    primaries_on_source_after: dict[str, bool] | None = None
 
 
 class RunReport(BaseModel):

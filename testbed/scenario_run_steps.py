@@ -46,6 +46,12 @@ class MigrateStep(MigrationStepBase):
     # The guest holds its eject of the primaries this long after QEMU's unplug request (the ACPI
     # hot-plug GPE masked until then; testbed.guest_eject), as the qtest ejects when it chooses.
     hold_eject_ms: float | None = Field(None, gt=0, le=600_000)
+    # Checks of QEMU's side of the VM's plugged primaries (created, or hidden: qom-list), as the
+    # qtest's in and out halves make them: on the destination QEMU before its incoming state arrives
+    # (QEMU hides a failover primary until STANDBY is seen), and on the source once the migration
+    # completed, before the testbed shuts it down.
+    destination_primaries_before_incoming: Literal["absent", "present"] | None = None
+    source_primaries_after: Literal["absent", "present"] | None = None
 
 
 class SaveRestoreStep(MigrationStepBase):

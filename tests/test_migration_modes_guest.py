@@ -85,6 +85,8 @@ steps:
     vm: vm1
     hold_eject_ms: 2000
     min_wait_unplug_ms: 2000
+    destination_primaries_before_incoming: absent   # hidden until the loaded standby's STANDBY
+    source_primaries_after: present
   - action: migrate              # no hold: the guest ejects at once again
     vm: vm1
     max_wait_unplug_ms: 1500
@@ -105,4 +107,8 @@ def test_a_held_eject_keeps_qemu_in_wait_unplug_and_cancelling(run_testbed_scena
     # QEMU was asked to cancel at once, and waited for the eject the guest held for 3 s
     assert times["cancelled"] - times["wait-unplug"] >= 3.0, times
     assert held.status == "completed" and held.wait_unplug_ms >= 2000
+    # QEMU's side: the destination had not created the failover primary before its incoming state
+    # (hidden until STANDBY); the source keeps it after completing, to plug it back had it failed
+    assert held.primaries_on_destination_before_incoming == {"net0-pri": False}
+    assert held.primaries_on_source_after == {"net0-pri": True}
     assert free.status == "completed" and free.wait_unplug_ms < 1500

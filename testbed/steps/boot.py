@@ -143,25 +143,12 @@ def check_netdevs(ctx: RunContext, step: CheckNetdevsStep) -> dict[str, Any]:
     return {"waited_s": round(waited, 3), "netdevs": [n.as_dict() for n in netdevs]}
 
 
-def realized_devices(ctx: RunContext, vm: str) -> set[str]:
-    ids: set[str] = set()
-
-    def walk(devices: list[dict]) -> None:
-        for dev in devices:
-            if dev.get("qdev_id"):
-                ids.add(dev["qdev_id"])
-            walk(dev.get("pci_bridge", {}).get("devices", []))
-    for bus in ctx.machine(vm).qmp.execute("query-pci"):
-        walk(bus["devices"])
-    return ids
-
-
 @handles(CheckDeviceStep)
 def check_primary_device(ctx: RunContext, step: CheckDeviceStep) -> dict[str, Any]:
     pair = ctx.plan(step.vm).pair(step.pair)
     assert pair.primary is not None
     machine = ctx.machine(step.vm)
-    present = pair.primary.device_id in realized_devices(ctx, step.vm)
+    present = pair.primary.device_id in machine.pci_device_ids()
     negotiated = [r.data for r in machine.events.records() if r.event == "FAILOVER_NEGOTIATED"]
     details = {"device": pair.primary.device_id, "present": present, "failover_negotiated": negotiated}
     if present != step.present:

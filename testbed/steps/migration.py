@@ -113,6 +113,9 @@ def _migrate_once(ctx: RunContext, step: MigrateStep, number: int) -> MigrationR
         warm_boot.set_capabilities(machine, others={name: step.mode == mode for mode, name in MODE_CAPABILITIES.items()})
         if step.mode == "multifd":
             machine.qmp.execute("migrate-set-parameters", {"multifd-channels": step.multifd_channels})
+    if step.destination_primaries_before_incoming is not None:
+        entry.primaries_on_destination_before_incoming = _check_primaries(
+            ctx, dst, step, step.destination_primaries_before_incoming, "on the destination before its incoming state")
     dst.qmp.execute("migrate-incoming", {"uri": uri})
     if step.hold_eject_ms is not None:
         guest_eject.arm(ctx.shell(step.vm), step.hold_eject_ms)
@@ -125,6 +128,9 @@ def _migrate_once(ctx: RunContext, step: MigrateStep, number: int) -> MigrationR
         src.qmp.execute("migrate-start-postcopy")
     status = _run_source(ctx, src, step, entry, src_cursor, started)
     if status == "completed":
+        if step.source_primaries_after is not None:
+            entry.primaries_on_source_after = _check_primaries(
+                ctx, src, step, step.source_primaries_after, "on the source after the completed migration")
         ctx.machines[step.vm] = dst
         dst.watched = True  # from now on its death is the VM's death
         ctx.retire(src)
@@ -169,6 +175,22 @@ def migrate(ctx: RunContext, step: MigrateStep) -> dict[str, Any]:
                                                    "wait_unplug_ms", "cancelled_by")} for e in entries],
             "status": last.status, "wait_unplug_ms": last.wait_unplug_ms,
             **({"destination_said": said} if (said := _destination_said(last)) else {})}
+
+
+def _check_primaries(ctx: RunContext, machine: QemuMachine, step: MigrateStep, expected: str,
+                     where: str) -> dict[str, bool]:
+    """Whether QEMU created each plugged primary of the VM (a hidden one it did not), as expected."""
+    plugged = [p.primary.device_id for p in ctx.plan(step.vm).pairs
+               if p.primary is not None and p.primary.device_id not in ctx.absent_devices.get(step.vm, set())]
+    if not plugged:
+        raise StepFailed(f"{step.vm}: no plugged primary to look for {where}")
+    realized = machine.peripheral_ids()
+    seen = {device: device in realized for device in plugged}
+    wrong = [f"{d} is {'present' if present else 'absent'}" for d, present in seen.items()
+             if present != (expected == "present")]
+    if wrong:
+        raise StepFailed(f"{step.vm}: expected the primaries {expected} {where}: {', '.join(wrong)}")
+    return seen
 
 
 def _destination_said(entry: MigrationRecord) -> str:
