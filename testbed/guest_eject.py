@@ -22,10 +22,10 @@ GIVE_UP_S = 120  # no request came (no primary to unplug): the job unmasks anywa
 
 def arm(shell: GuestShell, hold_ms: float) -> None:
     """Masks the hot-plug GPE and starts the job that unmasks it hold_ms after the next request."""
-    polls = int(GIVE_UP_S / 0.05)
     script = (f"release_hold() {{ [ -e {PID_FILE} ] && kill $(cat {PID_FILE}) 2>/dev/null; rm -f {PID_FILE}; }}; "
-              f"release_hold; echo mask > {GPE} || exit 1; grep -q masked {GPE} || exit 1; "
-              f"(i=0; while ! grep -q STS {GPE} && [ $i -lt {polls} ]; do sleep 0.05; i=$((i+1)); done; "
+              f"release_hold; echo mask > {GPE} || exit 1; grep -qw masked {GPE} || exit 1; "
+              f"(end=$(($(date +%s) + {GIVE_UP_S})); "
+              f"while ! grep -q STS {GPE} && [ $(date +%s) -lt $end ]; do sleep 0.05; done; "
               f"sleep {hold_ms / 1000:.3f}; echo unmask > {GPE}; rm -f {PID_FILE}) >/dev/null 2>&1 & "
               f"echo $! > {PID_FILE}")
     result = shell.run(script, check=False)

@@ -53,6 +53,17 @@ class MigrateStep(MigrationStepBase):
     destination_primaries_before_incoming: Literal["absent", "present"] | None = None
     source_primaries_after: Literal["absent", "present"] | None = None
 
+    @model_validator(mode="after")
+    def _checks_that_can_run(self) -> "MigrateStep":
+        if self.source_primaries_after is not None and self.expect != "completed":
+            raise ValueError("source_primaries_after looks at the source after a completed migration: it needs "
+                             "expect: completed")
+        if self.hold_eject_ms is not None and self.cancel_in is None and \
+                self.hold_eject_ms >= self.wait_unplug_timeout_s * 1000:
+            raise ValueError(f"hold_eject_ms {self.hold_eject_ms:g} is not shorter than wait_unplug_timeout_s "
+                             f"{self.wait_unplug_timeout_s:g} s: the testbed would cancel the migration first")
+        return self
+
 
 class SaveRestoreStep(MigrationStepBase):
     """What `virsh save` then `virsh restore` do: migrates the VM to a file (a plain migration

@@ -18,8 +18,9 @@ pytestmark = pytest.mark.guest
 
 def _start_and_wait_for_boot(tmp_path, scenario: str = "scenarios/standby-pci.yaml") -> tuple[subprocess.Popen, Path]:
     artifacts = tmp_path / "art"
-    proc = subprocess.Popen([sys.executable, "-m", "testbed.cli", "run",
-                             str(REPO / scenario), "--artifacts", str(artifacts)],
+    # --snapshot never: mid-boot is a boot (a warm cache would restore instead)
+    proc = subprocess.Popen([sys.executable, "-m", "testbed.cli", "run", str(REPO / scenario),
+                             "--artifacts", str(artifacts), "--snapshot", "never"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     serial = artifacts / "vm1" / "serial.log"
     deadline = time.monotonic() + 120

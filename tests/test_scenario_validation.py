@@ -330,3 +330,16 @@ def test_an_eject_hold_needs_acpi_hotplug_on_the_namespace_host(tmp_path):
                                              "pci_hotplug: native, where the eject is pciehp's")
     with pytest.raises(ScenarioError, match="not supported on a host VM yet"):
         load_scenario(_write(tmp_path, HOLD % ("vm", "acpi", "host-vf")))
+
+
+@pytest.mark.parametrize("keys, reason", [
+    ("source_primaries_after: present, cancel_in: active, expect: cancelled",
+     "source_primaries_after looks at the source after a completed migration: it needs expect: completed"),
+    ("hold_eject_ms: 30000", "hold_eject_ms 30000 is not shorter than wait_unplug_timeout_s 30 s: the testbed "
+                             "would cancel the migration first"),
+])
+def test_migrate_checks_that_could_not_run_are_refused(tmp_path, keys, reason):
+    text = (HOLD % ("namespace", "acpi", "pci")).replace("hold_eject_ms: 3000", keys)
+    with pytest.raises(ScenarioError) as e:
+        load_scenario(_write(tmp_path, text))
+    assert e.value.key == "steps[1]" and reason in e.value.reason

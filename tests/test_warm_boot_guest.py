@@ -130,8 +130,11 @@ def test_an_igb_vf_guest_resumes_and_its_vf_carries_the_traffic(run_testbed_scen
     assert [n["driver"] for n in primary] == ["igbvf"], second.vms["vm1"].netdevs
 
 
-def test_a_scenario_that_looks_at_the_boot_boots_cold_and_says_why(run_testbed_scenario, snapshot_dir, monkeypatch):
+def test_a_scenario_that_looks_at_the_boot_boots_cold_and_says_why(run_testbed_scenario, snapshot_dir, monkeypatch,
+                                                                    pytestconfig):
     """Under the run's default (auto): the file's boot step says nothing about snapshots."""
+    if pytestconfig.getoption("testbed_snapshot") == "never":
+        pytest.skip("the suite runs with --testbed-snapshot never; this test is about the auto default")
     monkeypatch.delenv("TESTBED_SNAPSHOT", raising=False)
     scenario = load_scenario(SCENARIOS / "no-standby-negotiation.yaml")
     assert scenario.steps[0].snapshot is None

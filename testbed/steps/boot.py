@@ -9,7 +9,7 @@ from typing import Any
 
 from testbed import warm_boot
 from testbed.errors import StepFailed, TestbedError
-from testbed.machine import MachineArtifacts
+from testbed.machine import MachineArtifacts, QemuMachine
 from testbed.run_context import RunContext
 from testbed.scenario import BootStep, CheckDeviceStep, CheckNetdevsStep
 from testbed.steps.guest_up import connect_booted, pairs_ready
@@ -47,11 +47,22 @@ def _try_cached(ctx: RunContext, name: str, step: BootStep, warm: warm_boot.Warm
         ctx.retire(failed)
         if name in ctx.shells:
             ctx.shells.pop(name).close()
-        failed.artifacts.directory.rename(failed.artifacts.directory.with_name(f"{name}-restore-failed"))
+        _set_aside(failed, f"{name}-restore-failed")
         return None
     snap.touch()
     warm.restored_from, warm.restore_s = warm.key, timings.get("pairs_ready_s", timings["ssh_ready_s"])
     return timings
+
+
+def _set_aside(machine: QemuMachine, name: str) -> None:
+    """Moves a QEMU that is no longer the VM's to its own artifacts directory (a free name beside the
+    run's other QEMUs), so that the VM's next QEMU gets the VM's name."""
+    target, n = machine.artifacts.directory.with_name(name), 1
+    while target.exists():
+        n += 1
+        target = target.with_name(f"{name}-{n}")
+    machine.artifacts.directory.rename(target)
+    machine.artifacts = MachineArtifacts(target)
 
 
 def _save_and_resume(ctx: RunContext, name: str, step: BootStep, warm: warm_boot.WarmStart) -> dict[str, Any]:
@@ -67,9 +78,7 @@ def _save_and_resume(ctx: RunContext, name: str, step: BootStep, warm: warm_boot
         # The VM goes on in a QEMU named as on a cache hit (`vm1`), so that what a scenario names
         # (check-events' `qemu`) and the artifacts' layout do not depend on the cache; the QEMU that
         # booted keeps its files in `vm1-boot`.
-        booted = source.artifacts.directory.with_name(f"{name}-boot")
-        source.artifacts.directory.rename(booted)
-        source.artifacts = MachineArtifacts(booted)
+        _set_aside(source, f"{name}-boot")
         timings = _resume(ctx, name, step, scratch / "state", name)
     except BaseException as e:  # Ctrl-C too: a half-written state file is as large as the guest's RAM
         shutil.rmtree(scratch, ignore_errors=True)
