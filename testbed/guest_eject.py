@@ -18,12 +18,13 @@ logger = logging.getLogger(__name__)
 GPE = "/sys/firmware/acpi/interrupts/gpe01"
 PID_FILE = "/run/testbed-eject-hold.pid"
 GIVE_UP_S = 120  # no request came (no primary to unplug): the job unmasks anyway
+# Stops the job of an earlier hold, if any is still waiting.
+STOP_JOB = f"[ -e {PID_FILE} ] && kill $(cat {PID_FILE}) 2>/dev/null; rm -f {PID_FILE}; "
 
 
 def arm(shell: GuestShell, hold_ms: float) -> None:
     """Masks the hot-plug GPE and starts the job that unmasks it hold_ms after the next request."""
-    script = (f"release_hold() {{ [ -e {PID_FILE} ] && kill $(cat {PID_FILE}) 2>/dev/null; rm -f {PID_FILE}; }}; "
-              f"release_hold; echo mask > {GPE} || exit 1; grep -qw masked {GPE} || exit 1; "
+    script = (f"{STOP_JOB}echo mask > {GPE} || exit 1; grep -qw masked {GPE} || exit 1; "
               f"(end=$(($(date +%s) + {GIVE_UP_S})); "
               f"while ! grep -q STS {GPE} && [ $(date +%s) -lt $end ]; do sleep 0.05; done; "
               f"sleep {hold_ms / 1000:.3f}; echo unmask > {GPE}; rm -f {PID_FILE}) >/dev/null 2>&1 & "
@@ -37,7 +38,6 @@ def arm(shell: GuestShell, hold_ms: float) -> None:
 def release(shell: GuestShell) -> None:
     """Ends a hold that is still on (the migration ended before the job unmasked); best effort."""
     try:
-        shell.run(f"[ -e {PID_FILE} ] && kill $(cat {PID_FILE}) 2>/dev/null; rm -f {PID_FILE}; "
-                  f"echo unmask > {GPE}", check=False, timeout=10, scaled=False)
+        shell.run(f"{STOP_JOB}echo unmask > {GPE}", check=False, timeout=10, scaled=False)
     except TestbedError as e:
         logger.warning("%s: could not unmask %s after the migration: %s", shell.vm, GPE, e)

@@ -19,7 +19,8 @@ DATA = Path(__file__).parent / "data"
 
 SCENARIOS = [ZOO / "dhcp-networkd.yaml", DATA / "networkd-no-standby.yaml",
              ZOO / "zoo-04-naive-dhcp-configures-slaves.yaml", ZOO / "zoo-04-networkmanager-defaults.yaml",
-             ZOO / "dhcp-ifupdown.yaml", ZOO / "zoo-04-ifupdown-allow-hotplug-configures-slaves.yaml"]
+             ZOO / "dhcp-ifupdown.yaml", ZOO / "zoo-04-ifupdown-allow-hotplug-configures-slaves.yaml",
+             DATA / "ifupdown-no-standby.yaml"]
 
 
 @pytest.fixture(scope="module")
@@ -101,6 +102,12 @@ def test_zoo_item_4_a_naive_networkd_config_and_networkmanager_defaults_lease_to
 
 def test_ifupdown_configures_the_master_only_as_the_document_asks_and_every_nic_with_allow_hotplug(runs):
     (done, report), (naive_done, naive) = runs["dhcp-ifupdown"], runs["zoo-04-ifupdown-allow-hotplug-configures-slaves"]
+    other_done, other = runs["ifupdown-no-standby"]
+    # no STANDBY: the plain virtio NIC takes the lease; a static pair: its master holds the address
+    assert other_done.returncode == 0, other_done.stdout + other_done.stderr
+    assert [(lease["mac"], lease["address"]) for lease in other["leases"]] == [("52:54:00:00:12:6a", "10.10.0.10")]
+    assert _holders(other, 0) == {"other": ["10.10.0.10/24"]}
+    assert _holders(other, 1) == {"failover": ["192.168.77.2/24"], "standby": [], "primary": []}
     assert done.returncode == 0, done.stdout + done.stderr
     assert report["host"]["images"].keys() == {"ifupdown"}
     (lease,) = report["leases"]
