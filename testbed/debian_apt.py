@@ -7,6 +7,7 @@ import subprocess
 import time
 from pathlib import Path
 
+from testbed.artifacts import write_whole
 from testbed.errors import TestbedError
 
 KEYRING = "/usr/share/keyrings/debian-archive-keyring.gpg"
@@ -19,15 +20,6 @@ def _run(argv: list[str], **kwargs) -> subprocess.CompletedProcess:
         raise TestbedError(f"{argv[0]} is not installed; run scripts/setup-host.sh") from e
     except subprocess.CalledProcessError as e:
         raise TestbedError(f"{' '.join(argv[:3])}... failed ({e.returncode}): {e.stderr.strip()[-2000:]}") from e
-
-
-def write_atomically(path: Path, text: str) -> None:
-    """Readers see the old file or the new one, never a half-written one: runs (and pytest-xdist
-    workers) that start together all write the apt directory's sources.list and mirror while
-    another one's apt-cache reads them."""
-    scratch = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    scratch.write_text(text)
-    os.replace(scratch, path)
 
 
 def debian_mirror(known: Path | None = None) -> str:
@@ -58,7 +50,8 @@ class PrivateApt:
             (root / d).mkdir(parents=True, exist_ok=True)
         (root / "status").touch()
         self.sources_lines = [f"deb [signed-by={KEYRING}] {mirror} {s} main" for s in suites]
-        write_atomically(root / "sources.list", "\n".join(self.sources_lines) + "\n")
+        # runs (and pytest-xdist workers) that start together all write it while another's apt-cache reads it
+        write_whole(root / "sources.list", "\n".join(self.sources_lines) + "\n")
 
     def _opts(self) -> list[str]:
         r = self.root

@@ -24,8 +24,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from filelock import FileLock
 
+from testbed.artifacts import write_whole
 from testbed.cache import cache_root
-from testbed.debian_apt import PrivateApt, _run, debian_mirror, write_atomically
+from testbed.debian_apt import PrivateApt, _run, debian_mirror
 from testbed.errors import TestbedError
 from testbed.image_recipe import (DEFAULT_RECIPE, IMAGES_DIR, ImageRecipe, flavour_of, recipe_for,  # noqa: F401
                                   with_kernel_suite)
@@ -291,7 +292,7 @@ def ensure_image(recipe_path: Path = DEFAULT_RECIPE, local_kernel: LocalKernel |
     recipe = with_kernel_suite(ImageRecipe.load(recipe_path), kernel_suite)
     mirror = debian_mirror(known=cache / "apt" / "mirror")
     apt = PrivateApt(cache / "apt", mirror, [recipe.suite, *recipe.extra_suites])
-    write_atomically(apt.root / "mirror", mirror + "\n")
+    write_whole(apt.root / "mirror", mirror + "\n")
     with FileLock(str(cache / "apt.lock"), timeout=600):
         resolved = resolve(recipe, apt, local_kernel)
     key = image_key(recipe_path, resolved, local_kernel)

@@ -10,6 +10,7 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
+from testbed.artifacts import write_whole
 from testbed.cache import cache_root
 from testbed.host_image import L1_QEMU, L2_KERNEL
 from testbed.qemu_host import inspect_qemu
@@ -59,7 +60,7 @@ def nested_kvm_verdict(host: "VmHost", host_image_key: str) -> tuple[str, str]:
         result = {"kvm_works": bool(ok), "evidence": evidence, "probe_s": round(time.monotonic() - started, 2),
                   "conclusive": ok is not None}
         if ok is not None:  # an inconclusive probe is not remembered: the next run probes again
-            memo.write_text(json.dumps(result))
+            write_whole(memo, json.dumps(result))  # pytest-xdist workers may probe at once
         logger.info("nested KVM probe (%ss): %s: %s", result["probe_s"], "works" if ok else "does not work", evidence)
     accel = "kvm" if result["kvm_works"] else "tcg"
     return accel, str(result["evidence"])
