@@ -38,6 +38,24 @@ def _release_vfs(ctx: RunContext, host: VmHost, name: str) -> None:
         host.set_vf_mac(ctx.plan(name), pair, ZERO_MAC)
 
 
+def _pause(ctx: RunContext, name: str) -> None:
+    """Before the save: the guest's QEMU is stopped, so no vCPU of the host VM is inside the guest
+    when L1 stops. Under TCG a vCPU inside a nested KVM guest is in SVM guest mode, and QEMU 10.0's
+    cpu_post_load refuses that state when it loads the file ("vCPU set in guest-mode inconsistent
+    with migrated kernel nested state": the check is built with CONFIG_KVM, not asked whether KVM
+    runs), so a save taken while the guest ran would fail to load about as often as the guest was
+    busy (docs/findings/host-vm-snapshot.md)."""
+    ctx.machine(name).qmp.execute("stop")
+
+
+def _resume(ctx: RunContext, name: str) -> None:
+    """After the restore: the guest saved paused runs again (a snapshot saved before the pause was
+    added holds a running one)."""
+    machine = ctx.machine(name)
+    if machine.qmp.execute("query-status").get("status") != "running":
+        machine.cont()
+
+
 def _adopt(ctx: RunContext, host: VmHost, step: BootStep, name: str, started: float, label: str) -> dict[str, Any]:
     """A guest that came back with its restored host VM: QMP and SSH again, its clock set, its VFs
     plugged back, its pairs settled."""
@@ -50,6 +68,7 @@ def _adopt(ctx: RunContext, host: VmHost, step: BootStep, name: str, started: fl
     ctx.track(name, machine)
     ctx.machines[name] = machine
     machine.adopt(started, ctx.timeout(60))
+    _resume(ctx, name)
     timings = connect_booted(ctx, name, step.timeout_s, marker=False)
     warm_boot.settle_restored(ctx, name)
     for pair in _vfio_pairs(ctx, name):
@@ -98,6 +117,7 @@ def _save_and_resume(ctx: RunContext, host: VmHost, step: BootStep, names: list[
     try:
         for name in names:
             _release_vfs(ctx, host, name)
+            _pause(ctx, name)
         _forget_guests(ctx, names, "saved-with-the-host-vm")
         hw.saved_s = host.save_to(scratch / "state")
         saved = host.saved_state()
