@@ -18,7 +18,7 @@ DEFAULT_FLAVOUR = "minimal"
 # Not guest flavours: the minimal image's overlay, the host VM's overlay (testbed.host_image) and its tools.
 _NOT_FLAVOURS = frozenset({"rootfs", "host", "host-tools"})
 # Flavours whose userspace runs a DHCP client on the pairs (and reads testbed.netconfig).
-DHCP_CLIENT_FLAVOURS = frozenset({"networkd", "networkmanager", "ifupdown"})
+DHCP_CLIENT_FLAVOURS = frozenset({"networkd", "networkmanager", "ifupdown", "cloud-init"})
 
 
 def flavours() -> dict[str, Path]:

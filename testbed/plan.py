@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 from testbed.primary_kinds import MGMT_MAC_PREFIX, PrimaryKindSpec, derived_mac, kind_of
 from testbed.scenario import FailoverPair, PrimaryKind, Scenario, VM
@@ -58,6 +59,9 @@ class MachinePlan:
     pairs: list[PairPlan]
     root_ports: list[str] = field(default_factory=list)
     slot: int = 0  # which of the VM's two tap sets (a migration alternates between them)
+    # A read-only disk for the guest: a cloud-init guest's NoCloud seed (testbed.cloud_seed), made at
+    # set-up; every QEMU of the VM (a migration's destination too) has it.
+    seed_disk: Path | None = None
 
     @property
     def name(self) -> str:

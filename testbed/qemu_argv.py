@@ -8,6 +8,7 @@ from pathlib import Path
 from testbed.plan import MachinePlan, NicPlan, PairPlan
 
 FIRST_ROOT_PORT_SLOT = 3
+SEED_DISK_SLOT = "0x1e"  # on pcie.0, clear of the root ports and of q35's ICH9 functions at 0x1f
 
 
 @dataclass(frozen=True)
@@ -91,6 +92,10 @@ def build_argv(qemu: str, plan: MachinePlan, files: LaunchFiles, accel: str,
     argv += ["-netdev", f"user,id=mgmt,restrict=on,hostfwd=tcp:{files.ssh_listen}:{plan.ssh_port}-:22",
              "-device", _opts("virtio-net-pci", {"netdev": "mgmt", "mac": plan.mgmt_mac,
                                                  "bus": "pcie.0", "addr": "0x2", "romfile": ""})]
+    if plan.seed_disk is not None:
+        argv += ["-drive", _opts("if=none", {"id": "seed", "file": plan.seed_disk, "format": "raw",
+                                              "readonly": True}),
+                 "-device", _opts("virtio-blk-pci", {"drive": "seed", "bus": "pcie.0", "addr": SEED_DISK_SLOT})]
     for i, port in enumerate(plan.root_ports):
         argv += ["-device", _opts("pcie-root-port", {"id": port, "bus": "pcie.0", "chassis": i + 1,
                                                      "addr": hex(FIRST_ROOT_PORT_SLOT + i)})]

@@ -24,6 +24,7 @@ from testbed.images import ensure_image
 from testbed.network import PEER_IFNAME
 from testbed.machine_watch import MachineDied, watching
 from testbed.hosts import Host, NamespaceHost
+from testbed.cloud_seed import with_seed
 from testbed.plan import peer_addresses, plan_machines
 from testbed.qemu_host import QemuBinary, choose_accel, inspect_qemu
 from testbed.report import HostInfo, RunReport, StepRecord
@@ -139,7 +140,7 @@ def live_run(scenario: Scenario, options: RunOptions) -> Iterator[LiveRun]:
             report.host = HostInfo(qemu_version=qemu.version_text, qemu_path=qemu.path, accel=accel,
                                    guest_kernel=image.kernel_release, image=image.directory.name,
                                    images={f: i.directory.name for f, i in images.items()})
-            plans = {p.name: p for p in plan_machines(scenario)}
+            plans = {p.name: with_seed(p, options.artifacts_dir) for p in plan_machines(scenario)}
             migrates = any(step.action == "migrate" for step in scenario.steps)
             host = _make_host(scenario, list(plans.values()), migrates, images, qemu, accel, clock, options)
             stack.callback(host.close)

@@ -54,7 +54,7 @@ def test_a_subnet_of_ones_own_and_netconfig_reach_the_guest(tmp_path):
     ({"name": "vm1", "netconfig": "naive", "pairs": [{"name": "a", "mac": "52:54:00:00:00:01"}]}, {},
      "vms[0].netconfig", "the minimal image has none"),
     ({"name": "vm1", "image": "fedora", "pairs": [{"name": "a", "mac": "52:54:00:00:00:01"}]}, {},
-     "vms[0].image", "no guest image flavour 'fedora'; known: minimal, ifupdown, networkd, networkmanager"),
+     "vms[0].image", "no guest image flavour 'fedora'; known: minimal, cloud-init, ifupdown, networkd, networkmanager"),
     (_vm("vm1", {"name": "a", "mac": "52:54:00:00:00:01", "address": "dhcp"},
          {"name": "b", "mac": "52:54:00:00:00:02", "address": "dhcp"}), {"network": {"dhcp_subnet": "10.9.0.0/29"}},
      "vms[0].pairs[0].address", "10.9.0.0/29 has no host address left"),
@@ -72,7 +72,7 @@ def test_flavour_options_are_refused_where_they_cannot_work(tmp_path, vm, top, k
 
 
 def test_every_flavour_recipe_loads_and_its_overlays_exist():
-    assert set(flavours()) == {"minimal", "networkd", "networkmanager", "ifupdown"}
+    assert set(flavours()) == {"minimal", "networkd", "networkmanager", "ifupdown", "cloud-init"}
     for name, path in flavours().items():
         recipe = ImageRecipe.load(path)
         assert all(src.exists() for src, _ in recipe.overlay_paths(path)), name

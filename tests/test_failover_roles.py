@@ -39,7 +39,7 @@ def test_a_complete_pair_passes(pair):
 
 @pytest.mark.parametrize("edit,problem", [
     (("enp2s0v0\tigbvf\tenp1s0", "enp2s0v0\tigbvf\t-"), "expected one primary enslaved to enp1s0, found 0"),
-    (("enp1s0nsby", "enp1s0sby"), "standby is named enp1s0sby, expected enp1s0nsby"),
+    (("enp1s0nsby", "enp1s0sby"), "standby is named enp1s0sby, expected a name ending in nsby"),
     (("enp2s0v0\tigbvf", "enp2s0v0\te1000e"), "driver e1000e, expected igbvf"),
     (("52:54:00:00:12:53\tup\t-\t10\t20\t-\nlo", "52:54:00:00:12:99\tup\t-\t10\t20\t-\nlo"), "permanent MAC 52:54:00:00:12:99"),
     (("52:54:00:00:12:53\tup\t-\t10\t20\t-\nlo", "52:54:00:00:12:53\tdown\t-\t10\t20\t-\nlo"), "primary enp2s0v0 is down, not up"),

@@ -57,6 +57,7 @@ def test_what_looks_at_the_boot_keeps_the_vm_cold(tmp_path: Path):
     assert any("never negotiates STANDBY" in r for r in _reasons(SCENARIOS / "no-standby-negotiation.yaml"))
     assert any("address: dhcp" in r for r in _reasons(SCENARIOS / "zoo" / "dhcp-networkd.yaml"))
     assert any("option ROM" in r for r in _reasons(SCENARIOS / "zoo" / "zoo-02-option-rom-breaks-migration.yaml"))
+    assert any("image: cloud-init" in r for r in _reasons(SCENARIOS / "zoo" / "dhcp-cloud-init.yaml"))
     events = tmp_path / "events.yaml"
     events.write_text((SCENARIOS / "standby-pci.yaml").read_text() + """
   - action: check-events
