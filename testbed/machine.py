@@ -57,6 +57,7 @@ class QemuMachine:
         self.socket_dir = socket_dir
         self.incoming = incoming
         self.absent_devices = absent_devices
+        self.absent_backends: frozenset[str] = frozenset()  # set before launch (build_argv)
         self.image = image
         self.qemu = qemu
         self.accel = accel
@@ -89,7 +90,7 @@ class QemuMachine:
         files = LaunchFiles(self.image.kernel, self.image.initrd, self.artifacts.serial_log, qmp_fd,
                             serial_socket=self.serial_socket, qmp_socket=self.qmp_socket)
         return build_argv(self.qemu, self.plan, files, self.accel, incoming=self.incoming,
-                          absent_devices=self.absent_devices)
+                          absent_devices=self.absent_devices, absent_backends=self.absent_backends)
 
     def launch(self) -> None:
         """Starts QEMU paused (-S) with QMP connected and every event recorded. On any failure the
@@ -197,6 +198,14 @@ class QemuMachine:
         except FileNotFoundError:
             return "(no QEMU stderr)"
         return "QEMU stderr:\n" + "\n".join(text.strip().splitlines()[-lines:]) if text.strip() else "(QEMU stderr empty)"
+
+    def stderr_warnings(self) -> list[str]:
+        """QEMU's `warning:` lines on stderr so far."""
+        try:
+            text = self.artifacts.qemu_stderr.read_text(errors="replace")
+        except FileNotFoundError:
+            return []
+        return [line for line in text.splitlines() if "warning:" in line]
 
     def peak_rss_mib(self) -> float | None:
         """QEMU's peak resident memory (VmHWM) so far."""

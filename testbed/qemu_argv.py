@@ -61,11 +61,13 @@ def primary_props(pair: PairPlan) -> dict[str, object]:
 
 def build_argv(qemu: str, plan: MachinePlan, files: LaunchFiles, accel: str,
                incoming: bool = False, absent_devices: frozenset[str] = frozenset(),
-               paused: bool = True) -> list[str]:
+               paused: bool = True, absent_backends: frozenset[str] = frozenset()) -> list[str]:
     """incoming: a migration destination (-incoming defer, runs as soon as the state arrived).
     absent_devices: ids of standbys and primaries not plugged now (unplugged by a step on the source, or
     not there at boot), which so must not exist here; their backends do, so device_add can use them.
-    paused: start with -S, so the testbed can set link states and attach its recorder first."""
+    paused: start with -S, so the testbed can set link states and attach its recorder first.
+    absent_backends: netdev ids left out although a device names them (a fault a scenario asks for:
+    a hidden failover primary is realized only when QEMU plugs it, so only then does it fail)."""
     vm = plan.vm
     argv = [
         qemu, "-name", f"{vm.name},debug-threads=on",
@@ -104,7 +106,7 @@ def build_argv(qemu: str, plan: MachinePlan, files: LaunchFiles, accel: str,
         if pair.standby.device_id not in absent_devices:
             argv += ["-device", _opts("virtio-net-pci", standby_props(pair))]
         if pair.primary:
-            if pair.primary.backend:
+            if pair.primary.backend and pair.primary.netdev_id not in absent_backends:
                 argv += ["-netdev", _opts("tap", netdev_props(pair.primary))]
             if pair.primary.device_id not in absent_devices:
                 props = primary_props(pair)

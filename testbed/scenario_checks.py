@@ -207,6 +207,21 @@ def check_eject_holds(host_kind: str, vms: Sequence["VM"], steps: Sequence[StepM
                                   "pci_hotplug: native, where the eject is pciehp's")
 
 
+def check_destination_faults(host_kind: str, vms: Sequence["VM"], steps: Sequence[StepModel]) -> None:
+    """destination_primary_backend: missing leaves out a tap backend, which only an emulated primary
+    that QEMU pairs (failover_pair_id) has."""
+    for i, step in enumerate(steps):
+        if getattr(step, "destination_primary_backend", "present") == "present":
+            continue
+        key = f"steps[{i}].destination_primary_backend"
+        if host_kind == "vm":
+            raise KeyedValueError(key, "is not supported on a host VM (its primaries are VFs, with no backend)")
+        vm = next(v for v in vms if v.name == step.vm)
+        if not any(p.primary is not None and p.primary.kind == "pci" for p in vm.pairs):
+            raise KeyedValueError(key, f"VM {vm.name} has no primary that QEMU pairs with a backend of its own "
+                                  "(kind: pci): there is no -netdev to leave out")
+
+
 def check_unplugged_standbys(steps: Sequence[StepModel]) -> None:
     """After unplug-standby, steps that rebuild the VM or wait for its pairs are not supported."""
     gone: dict[str, int] = {}

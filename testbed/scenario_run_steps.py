@@ -52,6 +52,9 @@ class MigrateStep(MigrationStepBase):
     # completed, before the testbed shuts it down.
     destination_primaries_before_incoming: Literal["absent", "present"] | None = None
     source_primaries_after: Literal["absent", "present"] | None = None
+    # A fault on the destination (zoo item 7): its QEMU starts without the backend (-netdev) of each
+    # QEMU-paired primary, so the re-plug that QEMU makes on FAILOVER_NEGOTIATED fails at realize.
+    destination_primary_backend: Literal["present", "missing"] = "present"
 
     @model_validator(mode="after")
     def _checks_that_can_run(self) -> "MigrateStep":

@@ -9,12 +9,13 @@ from pathlib import Path
 import pytest
 
 pytestmark = pytest.mark.guest
-ZOO_19 = Path(__file__).parent.parent / "scenarios" / "zoo" / "zoo-19-mac-change-refused.yaml"
+ZOO = Path(__file__).parent.parent / "scenarios" / "zoo"
+ZOO_19 = ZOO / "zoo-19-mac-change-refused.yaml"
 
 
-def _run(tmp_path: Path, name: str, *extra: str):
+def _run(tmp_path: Path, name: str, *extra: str, scenario: Path = ZOO_19):
     report = tmp_path / f"{name}.json"
-    done = subprocess.run([sys.executable, "-m", "testbed.cli", "run", str(ZOO_19), "--quiet", "--report",
+    done = subprocess.run([sys.executable, "-m", "testbed.cli", "run", str(scenario), "--quiet", "--report",
                            str(report), "--artifacts", str(tmp_path / name), *extra],
                           capture_output=True, text=True, timeout=600)
     return done, json.loads(report.read_text())
@@ -34,3 +35,18 @@ def test_a_reproduced_bug_exits_for_git_bisect_and_shows_its_evidence(tmp_path):
     done, report = _run(tmp_path, "error", "--timeout-scale", "0.001")
     assert done.returncode == 125, done.stdout + done.stderr
     assert report["verdict"] == "error" and "step 0 (boot) failed before the symptom" in report["verdict_evidence"]
+
+
+def test_a_destination_that_cannot_re_plug_the_primary_completes_the_migration_silently_zoo_item_7(tmp_path):
+    """destination_primary_backend: missing: the destination QEMU starts without the primary's -netdev.
+    The migration completes, the guest stays on its standby, and only the destination's stderr says
+    why; the testbed puts that warning in the migration's record."""
+    done, report = _run(tmp_path, "zoo-07", scenario=ZOO / "zoo-07-destination-replug-fails-silently.yaml")
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert report["verdict"] == "reproduced", report["verdict_evidence"]
+    (migration,) = report["migrations"]
+    assert migration["status"] == "completed"
+    assert any("Property 'e1000e.netdev' can't find value 'hn-net0-pri'" in w for w in migration["destination_warnings"])
+    argv = Path(migration["destination_artifacts"], "qemu-argv.txt").read_text().split("\n")
+    assert "id=hn-net0-pri" not in " ".join(argv) and "e1000e" in " ".join(argv)  # the device without its backend
+    assert all(s["ok"] for s in report["steps"])  # the standby carried the traffic through it

@@ -50,3 +50,4 @@ def test_dhcp_and_netconfig_are_accepted_for_cloud_init_and_refused_for_minimal(
     with pytest.raises(ValueError, match="netconfig"):
         Scenario.model_validate({"name": "s", "description": "d", "vms": [{"name": "vm1", "netconfig": "naive", "pairs": [
             {"name": "net0", "mac": "52:54:00:00:12:53", "address": "10.1.0.2/24"}]}], "steps": [{"action": "boot"}]})
+

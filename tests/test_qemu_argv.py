@@ -86,3 +86,14 @@ def test_argv_matches_its_golden_file(scenario):
     if os.environ.get("TESTBED_UPDATE_GOLDEN"):
         golden.write_text(text)
     assert text == golden.read_text(), f"argv of {scenario} differs from {golden}"
+
+
+def test_a_backend_left_out_drops_its_netdev_and_keeps_the_device():
+    """migrate's destination_primary_backend: missing (zoo item 7)."""
+    (plan,) = plan_machines(load_scenario(SCENARIOS / "standby-pci.yaml"))
+    files = LaunchFiles(Path("k"), Path("i"), Path("s"), 3)
+    primary = next(p.primary for p in plan.pairs if p.primary is not None)
+    argv = build_argv("qemu", plan, files, "tcg", absent_backends=frozenset({primary.netdev_id}))
+    netdevs = [argv[i + 1] for i, a in enumerate(argv) if a == "-netdev"]
+    assert not any(f"id={primary.netdev_id}," in n for n in netdevs) and len(netdevs) == 2  # mgmt, standby
+    assert any(a.startswith(f"e1000e,id={primary.device_id},netdev={primary.netdev_id}") for a in argv)

@@ -343,3 +343,14 @@ def test_migrate_checks_that_could_not_run_are_refused(tmp_path, keys, reason):
     with pytest.raises(ScenarioError) as e:
         load_scenario(_write(tmp_path, text))
     assert e.value.key == "steps[1]" and reason in e.value.reason
+
+
+def test_a_missing_destination_backend_needs_a_pci_primary_on_the_namespace_host(tmp_path):
+    fault = "destination_primary_backend: missing"
+    text = (HOLD % ("namespace", "acpi", "pci")).replace("hold_eject_ms: 3000", fault)
+    assert load_scenario(_write(tmp_path, text)).steps[1].destination_primary_backend == "missing"
+    with pytest.raises(ScenarioError) as e:
+        load_scenario(_write(tmp_path, text.replace(", primary: {kind: pci}", "")))  # a standby alone
+    assert e.value.key == "steps[1].destination_primary_backend" and "no primary that QEMU pairs" in e.value.reason
+    with pytest.raises(ScenarioError, match="not supported on a host VM"):
+        load_scenario(_write(tmp_path, (HOLD % ("vm", "acpi", "host-vf")).replace("hold_eject_ms: 3000", fault)))

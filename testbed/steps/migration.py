@@ -108,6 +108,9 @@ def _migrate_once(ctx: RunContext, step: MigrateStep, number: int) -> MigrationR
                             destination_artifacts=str(dst.artifacts.directory))
     ctx.report.migrations.append(entry)
     entry.mode = step.mode
+    if step.destination_primary_backend == "missing":
+        dst.absent_backends = frozenset(p.primary.netdev_id for p in dst.plan.pairs
+                                        if p.primary is not None and p.primary.backend)
     dst.launch()
     for machine in (src, dst):
         warm_boot.set_capabilities(machine, others={name: step.mode == mode for mode, name in MODE_CAPABILITIES.items()})
@@ -147,6 +150,7 @@ def _migrate_once(ctx: RunContext, step: MigrateStep, number: int) -> MigrationR
                                 f"{step.vm}'s pairs back on the source after a {status} migration")
             entry.source_pairs_ready_after_s = round(waited, 3)
     entry.destination_events = _events_since(dst, dst_cursor)
+    entry.destination_warnings = dst.stderr_warnings()
     return entry
 
 
@@ -174,6 +178,7 @@ def migrate(ctx: RunContext, step: MigrateStep) -> dict[str, Any]:
     return {"migrations": [{k: getattr(e, k) for k in ("number", "mode", "status", "total_time_ms", "downtime_ms",
                                                    "wait_unplug_ms", "cancelled_by")} for e in entries],
             "status": last.status, "wait_unplug_ms": last.wait_unplug_ms,
+            **({"destination_warnings": last.destination_warnings} if last.destination_warnings else {}),
             **({"destination_said": said} if (said := _destination_said(last)) else {})}
 
 
