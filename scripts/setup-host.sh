@@ -6,7 +6,7 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 venv=${TESTBED_VENV:-$here/.venv}
 packages=(mmdebstrap cpio kmod lz4 iproute2 fping socat ethtool dnsmasq-base
-          python3-venv ca-certificates cloud-image-utils)
+          python3-venv ca-certificates cloud-image-utils tcpdump)
 
 log() { printf '[setup-host] %s\n' "$*" >&2; }
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }

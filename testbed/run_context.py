@@ -21,6 +21,7 @@ from testbed.images import GuestImage, LocalKernel
 from testbed.machine import QemuMachine
 from testbed.machine_watch import RunWatch
 from testbed.netns import NetworkNamespace
+from testbed.packet_capture import PacketCapture
 from testbed.plan import MachinePlan, absent_at_boot
 from testbed.qemu_host import QemuBinary
 from testbed.report import RunReport, VmReport
@@ -65,6 +66,7 @@ class RunContext:
     # vm -> ids of the standbys and primaries not plugged now: absent at boot (`at_boot: false`), or
     # unplugged by a step; a migration's destination is made without them too
     absent_devices: dict[str, set[str]] = field(default_factory=dict)
+    captures: dict[str, PacketCapture] = field(default_factory=dict)  # start-capture's tcpdumps
     down_requested: bool = False  # a person said `testbed down` while the run was held
     retired: list[QemuMachine] = field(default_factory=list)  # migration sources, for teardown
     watch: RunWatch = field(default_factory=RunWatch)
@@ -195,6 +197,8 @@ class RunContext:
         self.report.traffic = entries
 
     def teardown(self) -> None:
+        for capture in self.captures.values():
+            capture.stop()
         if self.traffic:
             with contextlib.suppress(Exception):
                 self.take_snapshot(len(self.report.steps))

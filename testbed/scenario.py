@@ -18,6 +18,7 @@ from testbed.scenario_steps import (STEP_ACTIONS, STEP_TYPES, AnnounceSelfStep, 
                                     Expectation, FdbStep, MtuStep, Nic, Path_, PauseStep,
                                     PlugPrimaryStep, PlugStandbyStep, SetLinkStep, SleepStep, StartTrafficStep, Step,
                                     UnplugPrimaryStep, UnplugStandbyStep, VfMacStep)
+from testbed.scenario_capture_steps import CheckCaptureStep, StartCaptureStep
 from testbed.scenario_run_steps import (CheckEventsStep, ContStep, EventPattern, MigrateStep, MigrationStepBase,
                                         QmpStep, ResetStep, SaveRestoreStep, StopStep)
 from testbed.scenario_step_base import PairStep, Ref, StepBase, StepModel
@@ -33,5 +34,6 @@ __all__ = [
     "ExecStep", "FdbStep", "MigrateStep", "PauseStep", "PlugPrimaryStep", "SetLinkStep", "SleepStep",
     "StartTrafficStep", "UnplugPrimaryStep", "VfMacStep", "MigrationStepBase", "SaveRestoreStep",
     "StopStep", "ContStep", "ResetStep", "MtuStep", "UnplugStandbyStep", "PlugStandbyStep", "CheckEventsStep", "QmpStep", "EventPattern",
+    "StartCaptureStep", "CheckCaptureStep",
     "Expectation", "Nic", "Path_", "MAC_RE", "NAME_RE", "Strict",
 ]

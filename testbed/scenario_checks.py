@@ -181,7 +181,8 @@ def check_host(host_kind: str, vms: Sequence["VM"]) -> None:
 # Steps written and tested for guests on the namespace host only: a nested guest's QEMU runs inside
 # the host VM, where the testbed's scratch paths (a save's file) and console offsets do not reach.
 NAMESPACE_HOST_ONLY = {"save-restore": "its state file is written by the nested QEMU inside the host VM",
-                       "reset": "not yet tested against a nested guest"}
+                       "reset": "not yet tested against a nested guest",
+                       "start-capture": "the bridges are inside the host VM, where the testbed runs no tcpdump yet"}
 
 
 def check_host_steps(host_kind: str, steps: Sequence[StepModel]) -> None:
@@ -220,6 +221,22 @@ def check_destination_faults(host_kind: str, vms: Sequence["VM"], steps: Sequenc
         if not any(p.primary is not None and p.primary.kind == "pci" for p in vm.pairs):
             raise KeyedValueError(key, f"VM {vm.name} has no primary that QEMU pairs with a backend of its own "
                                   "(kind: pci): there is no -netdev to leave out")
+
+
+def check_captures(hosts: int, steps: Sequence[StepModel]) -> None:
+    """A capture is started once before it is checked, on a host the network has."""
+    started: dict[str, int] = {}
+    for i, step in enumerate(steps):
+        name = getattr(step, "name", None)
+        if step.action == "start-capture":
+            if name in started:
+                raise KeyedValueError(f"steps[{i}].name", f"capture {name!r} is already started by steps[{started[name]}]")
+            if getattr(step, "host") > hosts:
+                raise KeyedValueError(f"steps[{i}].host", f"host {getattr(step, 'host')} needs network.hosts: 2 "
+                                      f"(this scenario has {hosts})")
+            started[str(name)] = i
+        elif step.action == "check-capture" and name not in started:
+            raise KeyedValueError(f"steps[{i}].name", f"no earlier start-capture step starts capture {name!r}")
 
 
 def check_unplugged_standbys(steps: Sequence[StepModel]) -> None:

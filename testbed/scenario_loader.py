@@ -11,6 +11,7 @@ import yaml
 from pydantic import ValidationError
 
 from testbed.errors import ScenarioError
+from testbed.packet_capture import filter_problem
 from testbed.scenario_errors import explain
 from testbed.scenario_model import Scenario
 from testbed.scenario_template import TemplateRefused, render_template
@@ -156,9 +157,20 @@ def load_scenario(path: str | Path, variables: dict[str, Any] | None = None) -> 
     if "name" not in data:
         data["name"] = name_from_stem(path.stem)
     try:
-        return Scenario.model_validate(data)
+        scenario = Scenario.model_validate(data)
     except ValidationError as e:
         key, reason = explain(e)
         raise ScenarioError(file, key, reason) from e
     except (RecursionError, MemoryError) as e:
         raise ScenarioError(file, "(top level)", f"too large or too deep to validate ({type(e).__name__})") from None
+    check_capture_filters(file, scenario)
+    return scenario
+
+
+def check_capture_filters(file: str, scenario: Scenario) -> None:
+    """Capture filters are tcpdump's: tcpdump compiles each one, so that a bad one is refused here."""
+    for i, step in enumerate(scenario.steps):
+        for key in ("filter", "match"):
+            expression = getattr(step, key, None) if step.action in ("start-capture", "check-capture") else None
+            if expression and (problem := filter_problem(expression)) is not None:
+                raise ScenarioError(file, f"steps[{i}].{key}", f"not a filter tcpdump accepts: {problem}")

@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal, Union, get_args
 
 from pydantic import Field, field_validator
 
+from testbed.scenario_capture_steps import CheckCaptureStep, StartCaptureStep
 from testbed.scenario_run_steps import (CheckEventsStep, ContStep, MigrateStep, QmpStep, ResetStep,
                                         SaveRestoreStep, StopStep)
 from testbed.scenario_step_base import PairStep, Ref, StepBase, StepModel, VmStep, no_duplicates
@@ -275,7 +276,7 @@ Step = Annotated[Union[BootStep, CheckNetdevsStep, CheckAddressesStep, CheckDevi
                        UnplugPrimaryStep, PlugPrimaryStep, SetLinkStep, AnnounceSelfStep, FdbStep,
                        VfMacStep, ExecStep, CheckTrafficStep, MigrateStep, SaveRestoreStep, StopStep,
                        ContStep, ResetStep, MtuStep, UnplugStandbyStep, PlugStandbyStep, CheckEventsStep,
-                       QmpStep, PauseStep],
+                       QmpStep, PauseStep, StartCaptureStep, CheckCaptureStep],
                  Field(discriminator="action")]
 
 STEP_TYPES: tuple[type[StepModel], ...] = get_args(get_args(Step)[0])

@@ -50,3 +50,20 @@ def test_a_destination_that_cannot_re_plug_the_primary_completes_the_migration_s
     argv = Path(migration["destination_artifacts"], "qemu-argv.txt").read_text().split("\n")
     assert "id=hn-net0-pri" not in " ".join(argv) and "e1000e" in " ".join(argv)  # the device without its backend
     assert all(s["ok"] for s in report["steps"])  # the standby carried the traffic through it
+
+
+def test_captures_on_both_bridges_show_no_guest_announcement_for_a_failover_address_zoo_item_13(tmp_path):
+    """start-capture (host 2 with a filter, host 1 without) and check-capture's bounds, through a
+    migration: QEMU's RARPs and the plain virtio NIC's gratuitous ARPs are there, the failover
+    master's address is never announced."""
+    done, report = _run(tmp_path, "zoo-13", scenario=ZOO / "zoo-13-no-guest-announce-after-migration.yaml")
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert report["verdict"] == "reproduced", report["verdict_evidence"]
+    started = [s["details"] for s in report["steps"] if s["action"] == "start-capture"]
+    assert [(d["interface"], d["filter"]) for d in started] == [("br1", "arp or rarp"), ("br0", "")]
+    assert all(Path(d["pcap"]).stat().st_size > 24 for d in started)  # more than a pcap header
+    counts = [s["details"]["count"] for s in report["steps"] if s["action"] == "check-capture"]
+    rarp, control, failover, source = counts
+    assert rarp >= 2 and control >= 1 and failover == 0 and source >= 1, counts
+    frames = next(s for s in report["steps"] if s["action"] == "check-capture")["details"]["frames"]
+    assert {"52:54:00:00:12:67", "52:54:00:00:12:68"} <= {f.split()[1] for f in frames}  # a RARP for each NIC

@@ -225,7 +225,7 @@ def test_default_name_is_the_stem_made_safe(tmp_path):
 
 def test_step_actions_and_references_come_from_the_step_models():
     from testbed.scenario import STEP_ACTIONS, BootStep, CheckNetdevsStep, SleepStep, UnplugPrimaryStep
-    assert STEP_ACTIONS["unplug-primary"] is UnplugPrimaryStep and len(STEP_ACTIONS) == 25
+    assert STEP_ACTIONS["unplug-primary"] is UnplugPrimaryStep and len(STEP_ACTIONS) == 27
     vms, pairs = CheckNetdevsStep(action="check-netdevs", vm="vm1", pairs=["a", "b"]).references()
     assert [tuple(r) for r in vms] == [("vm", "vm1")]
     assert [tuple(r) for r in pairs] == [("pairs[0]", "a"), ("pairs[1]", "b")]
@@ -354,3 +354,41 @@ def test_a_missing_destination_backend_needs_a_pci_primary_on_the_namespace_host
     assert e.value.key == "steps[1].destination_primary_backend" and "no primary that QEMU pairs" in e.value.reason
     with pytest.raises(ScenarioError, match="not supported on a host VM"):
         load_scenario(_write(tmp_path, (HOLD % ("vm", "acpi", "host-vf")).replace("hold_eject_ms: 3000", fault)))
+
+
+CAPTURE = """
+network: {hosts: %d}
+vms:
+  - name: vm1
+    pairs:
+      - {name: net0, mac: "52:54:00:00:12:53", address: 192.168.77.2/24}
+steps:
+  - action: boot
+%s
+"""
+
+
+@pytest.mark.parametrize("hosts, steps, key, reason", [
+    (1, "  - {action: check-capture, name: a, max_count: 0}", "steps[1].name",
+     "no earlier start-capture step starts capture 'a'"),
+    (1, "  - {action: start-capture, name: a, host: 2}", "steps[1].host", "host 2 needs network.hosts: 2"),
+    (2, "  - {action: start-capture, name: a}\n  - {action: start-capture, name: a, host: 2}", "steps[2].name",
+     "capture 'a' is already started by steps[1]"),
+    (1, "  - {action: start-capture, name: a}\n  - {action: check-capture, name: a}", "steps[2]",
+     "give min_count, max_count or both"),
+    (1, "  - {action: start-capture, name: a, filter: 'arp and ('}", "steps[1].filter",
+     "not a filter tcpdump accepts: can't parse filter expression: syntax error"),
+    (1, "  - {action: start-capture, name: a}\n  - {action: check-capture, name: a, match: 'ether hst x', min_count: 1}",
+     "steps[2].match", "not a filter tcpdump accepts"),
+])
+def test_capture_steps_are_refused_where_they_cannot_work(tmp_path, hosts, steps, key, reason):
+    with pytest.raises(ScenarioError) as e:
+        load_scenario(_write(tmp_path, CAPTURE % (hosts, steps)))
+    assert e.value.key == key and reason in e.value.reason, (e.value.key, e.value.reason)
+
+
+def test_a_capture_on_a_host_vm_is_refused(tmp_path):
+    text = (HOLD % ("vm", "acpi", "host-vf")).replace("  - {action: migrate, vm: vm1, hold_eject_ms: 3000}",
+                                                      "  - {action: start-capture, name: a}")
+    with pytest.raises(ScenarioError, match="start-capture is not supported on a host VM"):
+        load_scenario(_write(tmp_path, text))

@@ -1,7 +1,7 @@
 """Scenario steps. Each handler does one thing, raises TestbedError when it did not happen, and
 returns details for the report. Importing the package registers every handler."""
 
-from testbed.steps import (addresses, boot, devices, events, lifecycle, migration,  # noqa: F401  (register)
+from testbed.steps import (addresses, boot, capture, devices, events, lifecycle, migration,  # noqa: F401  (register)
                            traffic_steps)
 from testbed.steps.pairs import PairsCheck
 from testbed.steps.registry import HANDLERS, run_step
