@@ -174,6 +174,17 @@ class QmpChannel:
                 check_machines()
             raise QmpCommandError(self.vm, cmd, args, None, f"{type(e).__name__}: {e}") from e
 
+    def send_fd(self, name: str, fd: int, timeout: float = 10) -> None:
+        """Hands QEMU a file descriptor over the QMP socket (SCM_RIGHTS) and names it (getfd), for a
+        URI such as `fd:<name>`."""
+        async def send() -> None:
+            self._client.send_fd_scm(fd)
+            await self._client.execute("getfd", {"fdname": name})
+        try:
+            self._loop.run(send(), timeout, f"{self.vm}: QMP getfd {name}")
+        except ExecuteError as e:
+            raise QmpCommandError(self.vm, "getfd", {"fdname": name}, e.error_class, e.error.error.desc) from e
+
     def close(self) -> None:
         async def close() -> None:
             if self._pump:

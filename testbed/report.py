@@ -126,6 +126,7 @@ class MigrationRecord(BaseModel):
     # The destination QEMU's warnings on stderr by the end of the step: where QEMU reports a failed
     # re-plug of a failover primary, and nowhere else (zoo item 7).
     destination_warnings: list[str] = []
+    ram_mbps: float | None = None       # query-migrate's RAM throughput (megabits per second) at the end
 
 
 class RunReport(BaseModel):

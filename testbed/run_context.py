@@ -20,6 +20,7 @@ from testbed.hosts import Host
 from testbed.images import GuestImage, LocalKernel
 from testbed.machine import QemuMachine
 from testbed.machine_watch import RunWatch
+from testbed.migration_link import MigrationLink
 from testbed.netns import NetworkNamespace
 from testbed.packet_capture import PacketCapture
 from testbed.plan import MachinePlan, absent_at_boot
@@ -67,6 +68,7 @@ class RunContext:
     # unplugged by a step; a migration's destination is made without them too
     absent_devices: dict[str, set[str]] = field(default_factory=dict)
     captures: dict[str, PacketCapture] = field(default_factory=dict)  # start-capture's tcpdumps
+    migration_link: MigrationLink | None = None  # made by the first `migrate transport: tcp`
     down_requested: bool = False  # a person said `testbed down` while the run was held
     retired: list[QemuMachine] = field(default_factory=list)  # migration sources, for teardown
     watch: RunWatch = field(default_factory=RunWatch)
@@ -199,6 +201,8 @@ class RunContext:
     def teardown(self) -> None:
         for capture in self.captures.values():
             capture.stop()
+        if self.migration_link is not None:
+            self.migration_link.close()
         if self.traffic:
             with contextlib.suppress(Exception):
                 self.take_snapshot(len(self.report.steps))

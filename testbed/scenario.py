@@ -20,7 +20,7 @@ from testbed.scenario_steps import (STEP_ACTIONS, STEP_TYPES, AnnounceSelfStep, 
                                     UnplugPrimaryStep, UnplugStandbyStep, VfMacStep)
 from testbed.scenario_capture_steps import CheckCaptureStep, StartCaptureStep
 from testbed.scenario_run_steps import (CheckEventsStep, ContStep, EventPattern, MigrateStep, MigrationStepBase,
-                                        QmpStep, ResetStep, SaveRestoreStep, StopStep)
+                                        QmpStep, ResetStep, SaveRestoreStep, ShapeUplinkStep, StopStep)
 from testbed.scenario_step_base import PairStep, Ref, StepBase, StepModel
 from testbed.scenario_template import render_template
 from testbed.scenario_values import MAC_RE, NAME_RE, Strict
@@ -34,6 +34,6 @@ __all__ = [
     "ExecStep", "FdbStep", "MigrateStep", "PauseStep", "PlugPrimaryStep", "SetLinkStep", "SleepStep",
     "StartTrafficStep", "UnplugPrimaryStep", "VfMacStep", "MigrationStepBase", "SaveRestoreStep",
     "StopStep", "ContStep", "ResetStep", "MtuStep", "UnplugStandbyStep", "PlugStandbyStep", "CheckEventsStep", "QmpStep", "EventPattern",
-    "StartCaptureStep", "CheckCaptureStep",
+    "StartCaptureStep", "CheckCaptureStep", "ShapeUplinkStep",
     "Expectation", "Nic", "Path_", "MAC_RE", "NAME_RE", "Strict",
 ]

@@ -182,7 +182,8 @@ def check_host(host_kind: str, vms: Sequence["VM"]) -> None:
 # the host VM, where the testbed's scratch paths (a save's file) and console offsets do not reach.
 NAMESPACE_HOST_ONLY = {"save-restore": "its state file is written by the nested QEMU inside the host VM",
                        "reset": "not yet tested against a nested guest",
-                       "start-capture": "the bridges are inside the host VM, where the testbed runs no tcpdump yet"}
+                       "start-capture": "the bridges are inside the host VM, where the testbed runs no tcpdump yet",
+                       "shape-uplink": "the host VM's PFs have no uplink between them"}
 
 
 def check_host_steps(host_kind: str, steps: Sequence[StepModel]) -> None:
@@ -237,6 +238,22 @@ def check_captures(hosts: int, steps: Sequence[StepModel]) -> None:
             started[str(name)] = i
         elif step.action == "check-capture" and name not in started:
             raise KeyedValueError(f"steps[{i}].name", f"no earlier start-capture step starts capture {name!r}")
+
+
+def check_uplink_steps(host_kind: str, hosts: int, steps: Sequence[StepModel]) -> None:
+    """The uplink joins two hosts' bridges: shaping it and migrating across it need both."""
+    for i, step in enumerate(steps):
+        tcp = getattr(step, "transport", "unix") == "tcp"
+        if step.action != "shape-uplink" and not tcp:
+            continue
+        key = f"steps[{i}].transport" if tcp else f"steps[{i}]"
+        what = "migrate transport: tcp crosses" if tcp else "shape-uplink shapes"
+        if hosts != 2:
+            raise KeyedValueError(key, f"{what} the uplink between two hosts' bridges: it needs network.hosts: 2")
+        if tcp and host_kind == "vm":
+            raise KeyedValueError(key, "is not supported on a host VM (its QEMUs migrate inside the host VM)")
+        if tcp and getattr(step, "mode") == "multifd":
+            raise KeyedValueError(key, "multifd opens several connections; transport: tcp gives QEMU one")
 
 
 def check_unplugged_standbys(steps: Sequence[StepModel]) -> None:

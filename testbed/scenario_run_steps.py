@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from testbed.scenario_step_base import VmStep
+from testbed.scenario_step_base import StepBase, VmStep
 from testbed.scenario_values import MAX_TEXT, Strict
 
 
@@ -55,6 +55,9 @@ class MigrateStep(MigrationStepBase):
     # A fault on the destination (zoo item 7): its QEMU starts without the backend (-netdev) of each
     # QEMU-paired primary, so the re-plug that QEMU makes on FAILOVER_NEGOTIATED fails at realize.
     destination_primary_backend: Literal["present", "missing"] = "present"
+    # unix: a unix socket in the run's directory. tcp: a TCP connection that crosses the uplink
+    # between the two hosts' bridges (network.hosts: 2), where shape-uplink's shaping applies.
+    transport: Literal["unix", "tcp"] = "unix"
 
     @model_validator(mode="after")
     def _checks_that_can_run(self) -> "MigrateStep":
@@ -65,6 +68,27 @@ class MigrateStep(MigrationStepBase):
                 self.hold_eject_ms >= self.wait_unplug_timeout_s * 1000:
             raise ValueError(f"hold_eject_ms {self.hold_eject_ms:g} is not shorter than wait_unplug_timeout_s "
                              f"{self.wait_unplug_timeout_s:g} s: the testbed would cancel the migration first")
+        return self
+
+
+class ShapeUplinkStep(StepBase):
+    """Shapes the uplink between the two hosts' bridges (network.hosts: 2), the same way in each
+    direction: rate_mbit alone is tc tbf; delay_ms or loss_percent is tc netem (with the rate, if
+    given). Guest traffic between the hosts and `migrate transport: tcp` cross it. clear: true
+    takes the shaping off."""
+    action: Literal["shape-uplink"]
+    rate_mbit: float | None = Field(None, gt=0, le=100_000)
+    delay_ms: float = Field(0, ge=0, le=10_000)
+    loss_percent: float = Field(0, ge=0, le=100)
+    clear: bool = False
+
+    @model_validator(mode="after")
+    def _something(self) -> "ShapeUplinkStep":
+        shaped = self.rate_mbit is not None or self.delay_ms or self.loss_percent
+        if self.clear and shaped:
+            raise ValueError("clear: true takes the shaping off: give no rate_mbit, delay_ms or loss_percent with it")
+        if not self.clear and not shaped:
+            raise ValueError("give rate_mbit, delay_ms or loss_percent (or clear: true)")
         return self
 
 

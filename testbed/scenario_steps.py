@@ -10,7 +10,7 @@ from pydantic import Field, field_validator
 
 from testbed.scenario_capture_steps import CheckCaptureStep, StartCaptureStep
 from testbed.scenario_run_steps import (CheckEventsStep, ContStep, MigrateStep, QmpStep, ResetStep,
-                                        SaveRestoreStep, StopStep)
+                                        SaveRestoreStep, ShapeUplinkStep, StopStep)
 from testbed.scenario_step_base import PairStep, Ref, StepBase, StepModel, VmStep, no_duplicates
 from testbed.scenario_values import MAX_TEXT, check_mac
 
@@ -276,7 +276,7 @@ Step = Annotated[Union[BootStep, CheckNetdevsStep, CheckAddressesStep, CheckDevi
                        UnplugPrimaryStep, PlugPrimaryStep, SetLinkStep, AnnounceSelfStep, FdbStep,
                        VfMacStep, ExecStep, CheckTrafficStep, MigrateStep, SaveRestoreStep, StopStep,
                        ContStep, ResetStep, MtuStep, UnplugStandbyStep, PlugStandbyStep, CheckEventsStep,
-                       QmpStep, PauseStep, StartCaptureStep, CheckCaptureStep],
+                       QmpStep, PauseStep, StartCaptureStep, CheckCaptureStep, ShapeUplinkStep],
                  Field(discriminator="action")]
 
 STEP_TYPES: tuple[type[StepModel], ...] = get_args(get_args(Step)[0])

@@ -225,7 +225,7 @@ def test_default_name_is_the_stem_made_safe(tmp_path):
 
 def test_step_actions_and_references_come_from_the_step_models():
     from testbed.scenario import STEP_ACTIONS, BootStep, CheckNetdevsStep, SleepStep, UnplugPrimaryStep
-    assert STEP_ACTIONS["unplug-primary"] is UnplugPrimaryStep and len(STEP_ACTIONS) == 27
+    assert STEP_ACTIONS["unplug-primary"] is UnplugPrimaryStep and len(STEP_ACTIONS) == 28
     vms, pairs = CheckNetdevsStep(action="check-netdevs", vm="vm1", pairs=["a", "b"]).references()
     assert [tuple(r) for r in vms] == [("vm", "vm1")]
     assert [tuple(r) for r in pairs] == [("pairs[0]", "a"), ("pairs[1]", "b")]
@@ -392,3 +392,24 @@ def test_a_capture_on_a_host_vm_is_refused(tmp_path):
                                                       "  - {action: start-capture, name: a}")
     with pytest.raises(ScenarioError, match="start-capture is not supported on a host VM"):
         load_scenario(_write(tmp_path, text))
+
+
+@pytest.mark.parametrize("hosts, steps, key, reason", [
+    (1, "  - {action: shape-uplink, rate_mbit: 100}", "steps[1]", "needs network.hosts: 2"),
+    (1, "  - {action: migrate, vm: vm1, transport: tcp}", "steps[1].transport", "needs network.hosts: 2"),
+    (2, "  - {action: migrate, vm: vm1, transport: tcp, mode: multifd}", "steps[1].transport",
+     "multifd opens several connections"),
+    (2, "  - {action: shape-uplink}", "steps[1]", "give rate_mbit, delay_ms or loss_percent (or clear: true)"),
+    (2, "  - {action: shape-uplink, clear: true, delay_ms: 5}", "steps[1]", "give no rate_mbit, delay_ms or loss_percent"),
+    (2, "  - {action: shape-uplink, loss_percent: 101}", "steps[1].loss_percent", "less than or equal to 100"),
+])
+def test_uplink_steps_are_refused_where_they_cannot_work(tmp_path, hosts, steps, key, reason):
+    with pytest.raises(ScenarioError) as e:
+        load_scenario(_write(tmp_path, CAPTURE % (hosts, steps)))
+    assert e.value.key == key and reason in e.value.reason, (e.value.key, e.value.reason)
+
+
+def test_uplink_steps_load_on_two_hosts(tmp_path):
+    steps = "  - {action: shape-uplink, rate_mbit: 100, delay_ms: 20}\n  - {action: migrate, vm: vm1, transport: tcp}"
+    scenario = load_scenario(_write(tmp_path, CAPTURE % (2, steps)))
+    assert scenario.steps[1].rate_mbit == 100 and scenario.steps[2].transport == "tcp"

@@ -10,6 +10,7 @@ from typing import Any
 from testbed.errors import StepFailed, TestbedError
 from testbed.guest_shell import GuestShell
 from testbed.machine import QemuMachine
+from testbed.migration_link import MigrationLink
 from testbed.report import MigrationRecord
 from testbed.run_context import RunContext
 from testbed.scenario import MigrateStep, MigrationStepBase, SaveRestoreStep
@@ -92,6 +93,7 @@ def _run_source(ctx: RunContext, src: QemuMachine, step: MigrationStepBase, entr
     entry.total_time_ms = total if total is not None else int(round((statuses[-1][0] - started) * 1000))
     entry.downtime_ms = info.get("downtime")
     entry.setup_time_ms, entry.wait_unplug_ms = info.get("setup-time"), wait_unplug_ms
+    entry.ram_mbps = info.get("ram", {}).get("mbps")
     entry.events = _events_since(src, cursor)
     return status
 
@@ -103,11 +105,16 @@ def _migrate_once(ctx: RunContext, step: MigrateStep, number: int) -> MigrationR
     label = f"{step.vm}-migration{len(ctx.report.migrations) + 1}"
     dst = ctx.new_machine(step.vm, slot, incoming=True, label=label)
     ctx.retired.append(dst)  # torn down whatever happens; swapped in below if the migration completes
-    uri = ctx.host.migration_uri(ctx.scratch_dir(), f"{step.vm}-{len(ctx.report.migrations) + 1}")
+    number_in_run = len(ctx.report.migrations) + 1
+    uri = ctx.host.migration_uri(ctx.scratch_dir(), f"{step.vm}-{number_in_run}")
+    if step.transport == "tcp":
+        if ctx.migration_link is None:
+            ctx.migration_link = MigrationLink(ctx.host.netns)
+        uri = ctx.migration_link.incoming_uri(slot, number_in_run)
     entry = MigrationRecord(vm=step.vm, number=number + 1, from_slot=src.plan.slot, to_slot=slot,
                             destination_artifacts=str(dst.artifacts.directory))
     ctx.report.migrations.append(entry)
-    entry.mode = step.mode
+    entry.mode, entry.transport = step.mode, "tcp" if step.transport == "tcp" else entry.transport
     if step.destination_primary_backend == "missing":
         dst.absent_backends = frozenset(p.primary.netdev_id for p in dst.plan.pairs
                                         if p.primary is not None and p.primary.backend)
@@ -124,6 +131,12 @@ def _migrate_once(ctx: RunContext, step: MigrateStep, number: int) -> MigrationR
         guest_eject.arm(ctx.shell(step.vm), step.hold_eject_ms)
     src_cursor, dst_cursor = src.events.cursor(), dst.events.cursor()
     started = ctx.clock.now()
+    if step.transport == "tcp":
+        assert ctx.migration_link is not None
+        connection = ctx.migration_link.connect(slot, number_in_run, ctx.timeout(10))
+        with connection:
+            src.qmp.send_fd("migration", connection.fileno())
+        uri = "fd:migration"
     src.qmp.execute("migrate", {"uri": uri})
     if step.mode == "postcopy":
         # Allowed once the migration exists (setup, wait-unplug): QEMU switches to postcopy after its
@@ -175,8 +188,9 @@ def migrate(ctx: RunContext, step: MigrateStep) -> dict[str, Any]:
                          f"(cancelled by {last.cancelled_by}), expected {step.expect!r}; statuses "
                          f"{last.statuses}; the destination said: {_destination_said(last) or 'nothing'}")
     check_wait_unplug(step, entries)
-    return {"migrations": [{k: getattr(e, k) for k in ("number", "mode", "status", "total_time_ms", "downtime_ms",
-                                                   "wait_unplug_ms", "cancelled_by")} for e in entries],
+    return {"migrations": [{k: getattr(e, k) for k in ("number", "mode", "transport", "status", "total_time_ms",
+                                                   "downtime_ms", "wait_unplug_ms", "ram_mbps", "cancelled_by")}
+                           for e in entries],
             "status": last.status, "wait_unplug_ms": last.wait_unplug_ms,
             **({"destination_warnings": last.destination_warnings} if last.destination_warnings else {}),
             **({"destination_said": said} if (said := _destination_said(last)) else {})}
