@@ -58,6 +58,7 @@ class QemuMachine:
         self.incoming = incoming
         self.absent_devices = absent_devices
         self.absent_backends: frozenset[str] = frozenset()  # set before launch (build_argv)
+        self.hold_after_incoming = False                    # set before launch (build_argv)
         self.image = image
         self.qemu = qemu
         self.accel = accel
@@ -90,7 +91,8 @@ class QemuMachine:
         files = LaunchFiles(self.image.kernel, self.image.initrd, self.artifacts.serial_log, qmp_fd,
                             serial_socket=self.serial_socket, qmp_socket=self.qmp_socket)
         return build_argv(self.qemu, self.plan, files, self.accel, incoming=self.incoming,
-                          absent_devices=self.absent_devices, absent_backends=self.absent_backends)
+                          absent_devices=self.absent_devices, absent_backends=self.absent_backends,
+                          hold_after_incoming=self.hold_after_incoming)
 
     def launch(self) -> None:
         """Starts QEMU paused (-S) with QMP connected and every event recorded. On any failure the

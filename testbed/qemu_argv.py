@@ -61,13 +61,16 @@ def primary_props(pair: PairPlan) -> dict[str, object]:
 
 def build_argv(qemu: str, plan: MachinePlan, files: LaunchFiles, accel: str,
                incoming: bool = False, absent_devices: frozenset[str] = frozenset(),
-               paused: bool = True, absent_backends: frozenset[str] = frozenset()) -> list[str]:
+               paused: bool = True, absent_backends: frozenset[str] = frozenset(),
+               hold_after_incoming: bool = False) -> list[str]:
     """incoming: a migration destination (-incoming defer, runs as soon as the state arrived).
     absent_devices: ids of standbys and primaries not plugged now (unplugged by a step on the source, or
     not there at boot), which so must not exist here; their backends do, so device_add can use them.
     paused: start with -S, so the testbed can set link states and attach its recorder first.
     absent_backends: netdev ids left out although a device names them (a fault a scenario asks for:
-    a hidden failover primary is realized only when QEMU plugs it, so only then does it fail)."""
+    a hidden failover primary is realized only when QEMU plugs it, so only then does it fail).
+    hold_after_incoming: a destination that stays paused once its state is loaded (-S with -incoming,
+    as libvirt starts one), until the testbed sends `cont`."""
     vm = plan.vm
     argv = [
         qemu, "-name", f"{vm.name},debug-threads=on",
@@ -75,7 +78,7 @@ def build_argv(qemu: str, plan: MachinePlan, files: LaunchFiles, accel: str,
         "-smp", str(vm.cpus), "-m", f"{vm.memory_mib}M",
         "-nodefaults", "-no-user-config", "-display", "none", "-vga", "none", "-no-reboot",
         *(["-global", "ICH9-LPC.acpi-pci-hotplug-with-bridge-support=off"] if vm.pci_hotplug == "native" else []),
-        *(["-incoming", "defer"] if incoming else ["-S"] if paused else []),
+        *(["-incoming", "defer", *(["-S"] if hold_after_incoming else [])] if incoming else ["-S"] if paused else []),
         "-kernel", str(files.kernel), "-initrd", str(files.initrd),
         "-append", " ".join(plan.kernel_cmdline()),
         "-chardev", (f"socket,id=serial0,path={files.serial_socket},server=on,wait=off,logfile={files.serial_log}"

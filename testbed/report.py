@@ -123,6 +123,7 @@ class MigrationRecord(BaseModel):
     # on the destination before its incoming state arrived, on the source after it completed.
     primaries_on_destination_before_incoming: dict[str, bool] | None = None
     primaries_on_source_after: dict[str, bool] | None = None
+    primaries_on_destination_before_resume: dict[str, bool] | None = None
     # The destination QEMU's warnings on stderr by the end of the step: where QEMU reports a failed
     # re-plug of a failover primary, and nowhere else (zoo item 7).
     destination_warnings: list[str] = []

@@ -52,6 +52,10 @@ class MigrateStep(MigrationStepBase):
     # completed, before the testbed shuts it down.
     destination_primaries_before_incoming: Literal["absent", "present"] | None = None
     source_primaries_after: Literal["absent", "present"] | None = None
+    # The destination starts with -S as well: once its state is loaded (FAILOVER_NEGOTIATED came
+    # with it) it stays paused, its primaries are checked, and only then does the testbed `cont` it
+    # (RESUME). The guest's downtime includes the check.
+    destination_primaries_before_resume: Literal["absent", "present"] | None = None
     # A fault on the destination (zoo item 7): its QEMU starts without the backend (-netdev) of each
     # QEMU-paired primary, so the re-plug that QEMU makes on FAILOVER_NEGOTIATED fails at realize.
     destination_primary_backend: Literal["present", "missing"] = "present"

@@ -90,6 +90,7 @@ steps:
   - action: migrate              # no hold: the guest ejects at once again
     vm: vm1
     max_wait_unplug_ms: 1500
+    destination_primaries_before_resume: present    # plugged at FAILOVER_NEGOTIATED, before RESUME
   - action: exec                 # the hot-plug GPE is unmasked again
     vm: vm1
     command: "cat /sys/firmware/acpi/interrupts/gpe01; grep -q unmasked /sys/firmware/acpi/interrupts/gpe01"
@@ -112,3 +113,10 @@ def test_a_held_eject_keeps_qemu_in_wait_unplug_and_cancelling(run_testbed_scena
     assert held.primaries_on_destination_before_incoming == {"net0-pri": False}
     assert held.primaries_on_source_after == {"net0-pri": True}
     assert free.status == "completed" and free.wait_unplug_ms < 1500
+    # the destination held at -S after its load: the primary was there before RESUME, which came
+    # only after the testbed's cont
+    assert free.primaries_on_destination_before_resume == {"net0-pri": True}
+    events = [e["event"] for e in free.destination_events]
+    assert "FAILOVER_NEGOTIATED" in events, events
+    argv = Path(free.destination_artifacts, "qemu-argv.txt").read_text().split("\n")
+    assert argv[argv.index("-incoming") + 1:argv.index("-incoming") + 3] == ["defer", "-S"]

@@ -6,7 +6,7 @@ import pytest
 from testbed.errors import StepFailed
 from testbed.report import MigrationRecord
 from testbed.scenario_run_steps import MigrateStep
-from testbed.steps.migration import check_wait_unplug
+from testbed.steps.migration_checks import check_wait_unplug
 
 
 def _entry(waited):

@@ -14,6 +14,8 @@ from testbed.migration_link import MigrationLink
 from testbed.report import MigrationRecord
 from testbed.run_context import RunContext
 from testbed.scenario import MigrateStep, MigrationStepBase, SaveRestoreStep
+from testbed.steps.migration_checks import (check_held_destination, check_primaries, check_wait_unplug,
+                                            destination_said)
 from testbed.steps.pairs import expected_now
 from testbed.steps.registry import handles
 from testbed import guest_eject, warm_boot
@@ -118,13 +120,14 @@ def _migrate_once(ctx: RunContext, step: MigrateStep, number: int) -> MigrationR
     if step.destination_primary_backend == "missing":
         dst.absent_backends = frozenset(p.primary.netdev_id for p in dst.plan.pairs
                                         if p.primary is not None and p.primary.backend)
+    dst.hold_after_incoming = step.destination_primaries_before_resume is not None
     dst.launch()
     for machine in (src, dst):
         warm_boot.set_capabilities(machine, others={name: step.mode == mode for mode, name in MODE_CAPABILITIES.items()})
         if step.mode == "multifd":
             machine.qmp.execute("migrate-set-parameters", {"multifd-channels": step.multifd_channels})
     if step.destination_primaries_before_incoming is not None:
-        entry.primaries_on_destination_before_incoming = _check_primaries(
+        entry.primaries_on_destination_before_incoming = check_primaries(
             ctx, dst, step, step.destination_primaries_before_incoming, "on the destination before its incoming state")
     dst.qmp.execute("migrate-incoming", {"uri": uri})
     if step.hold_eject_ms is not None:
@@ -145,8 +148,10 @@ def _migrate_once(ctx: RunContext, step: MigrateStep, number: int) -> MigrationR
     status = _run_source(ctx, src, step, entry, src_cursor, started)
     if status == "completed":
         if step.source_primaries_after is not None:
-            entry.primaries_on_source_after = _check_primaries(
+            entry.primaries_on_source_after = check_primaries(
                 ctx, src, step, step.source_primaries_after, "on the source after the completed migration")
+        if dst.hold_after_incoming:
+            check_held_destination(ctx, dst, step, entry, dst_cursor)
         ctx.machines[step.vm] = dst
         dst.watched = True  # from now on its death is the VM's death
         ctx.retire(src)
@@ -186,57 +191,14 @@ def migrate(ctx: RunContext, step: MigrateStep) -> dict[str, Any]:
     if last.status != step.expect or (step.expect == "completed" and len(entries) < step.count):
         raise StepFailed(f"{step.vm}: migration {last.number} ended {last.status!r} "
                          f"(cancelled by {last.cancelled_by}), expected {step.expect!r}; statuses "
-                         f"{last.statuses}; the destination said: {_destination_said(last) or 'nothing'}")
+                         f"{last.statuses}; the destination said: {destination_said(last) or 'nothing'}")
     check_wait_unplug(step, entries)
     return {"migrations": [{k: getattr(e, k) for k in ("number", "mode", "transport", "status", "total_time_ms",
                                                    "downtime_ms", "wait_unplug_ms", "ram_mbps", "cancelled_by")}
                            for e in entries],
             "status": last.status, "wait_unplug_ms": last.wait_unplug_ms,
             **({"destination_warnings": last.destination_warnings} if last.destination_warnings else {}),
-            **({"destination_said": said} if (said := _destination_said(last)) else {})}
-
-
-def _check_primaries(ctx: RunContext, machine: QemuMachine, step: MigrateStep, expected: str,
-                     where: str) -> dict[str, bool]:
-    """Whether QEMU created each plugged primary of the VM (a hidden one it did not), as expected."""
-    plugged = [p.primary.device_id for p in ctx.plan(step.vm).pairs
-               if p.primary is not None and p.primary.device_id not in ctx.absent_devices.get(step.vm, set())]
-    if not plugged:
-        raise StepFailed(f"{step.vm}: no plugged primary to look for {where}")
-    realized = machine.peripheral_ids()
-    seen = {device: device in realized for device in plugged}
-    wrong = [f"{d} is {'present' if present else 'absent'}" for d, present in seen.items()
-             if present != (expected == "present")]
-    if wrong:
-        raise StepFailed(f"{step.vm}: expected the primaries {expected} {where}: {', '.join(wrong)}")
-    return seen
-
-
-def _destination_said(entry: MigrationRecord) -> str:
-    """A failed load's reason is on the destination's stderr (e.g. "Unknown ramblock")."""
-    if entry.status != "failed":
-        return ""
-    try:
-        said = (Path(entry.destination_artifacts) / "qemu.stderr").read_text().strip().splitlines()
-    except OSError:
-        return ""
-    return " / ".join(said[-3:])
-
-
-def check_wait_unplug(step: MigrationStepBase, entries: list[MigrationRecord]) -> None:
-    if step.min_wait_unplug_ms is None and step.max_wait_unplug_ms is None:
-        return
-    for entry in entries:
-        waited = entry.wait_unplug_ms
-        if waited is None:
-            raise StepFailed(f"{step.vm}: migration {entry.number} had no wait-unplug phase (statuses "
-                             f"{entry.statuses}); min/max_wait_unplug_ms check one")
-        if step.max_wait_unplug_ms is not None and waited > step.max_wait_unplug_ms:
-            raise StepFailed(f"{step.vm}: migration {entry.number} waited {waited} ms in wait-unplug for the "
-                             f"guest's eject, more than max_wait_unplug_ms {step.max_wait_unplug_ms}")
-        if step.min_wait_unplug_ms is not None and waited < step.min_wait_unplug_ms:
-            raise StepFailed(f"{step.vm}: migration {entry.number} waited {waited} ms in wait-unplug for the "
-                             f"guest's eject, less than min_wait_unplug_ms {step.min_wait_unplug_ms}")
+            **({"destination_said": said} if (said := destination_said(last)) else {})}
 
 
 def _running(machine: QemuMachine) -> bool:
