@@ -256,6 +256,19 @@ def check_uplink_steps(host_kind: str, hosts: int, steps: Sequence[StepModel]) -
             raise KeyedValueError(key, "multifd opens several connections; transport: tcp gives QEMU one")
 
 
+def check_primary_overrides(vms: Sequence["VM"], steps: Sequence[StepModel]) -> None:
+    """plug-primary's failover_pair_id and mac are a pci primary's device properties."""
+    for i, step in enumerate(steps):
+        if step.action != "plug-primary" or (getattr(step, "failover_pair_id") is None and getattr(step, "mac") is None):
+            continue
+        vm = next(v for v in vms if v.name == step.vm)
+        pair = next(p for p in vm.pairs if p.name == getattr(step, "pair"))
+        if pair.primary is None or pair.primary.kind != "pci":
+            key = "failover_pair_id" if getattr(step, "failover_pair_id") is not None else "mac"
+            raise KeyedValueError(f"steps[{i}].{key}", f"pair {pair.name}'s primary is not kind: pci; only a pci "
+                                  "primary is added with its own failover_pair_id and MAC")
+
+
 def check_unplugged_standbys(steps: Sequence[StepModel]) -> None:
     """After unplug-standby, steps that rebuild the VM or wait for its pairs are not supported."""
     gone: dict[str, int] = {}

@@ -13,9 +13,9 @@ from testbed.bug_card import BugCard
 from testbed.dhcp_plan import check_flavour_options, reserve_dhcp_addresses
 from testbed.image_recipe import DEFAULT_FLAVOUR, flavours
 from testbed.scenario_checks import (check_captures, check_destination_faults, check_eject_holds, check_host,
-                                     check_host_steps, check_migrations, check_network, check_steps,
-                                     check_symptoms, check_unplugged_standbys, check_uplink_steps, check_vms,
-                                     first_duplicate)
+                                     check_host_steps, check_migrations, check_network, check_primary_overrides,
+                                     check_steps, check_symptoms, check_unplugged_standbys, check_uplink_steps,
+                                     check_vms, first_duplicate)
 from testbed.scenario_steps import Step
 from testbed.scenario_values import (MARKER_RE, MAX_KERNEL_ARGS, MAX_MARKERS, MAX_PAIRS_PER_VM,
                                      MAX_PEER_ADDRESSES, MAX_STEPS, MAX_TEXT, MAX_VMS, NAME_RE,
@@ -221,6 +221,7 @@ class Scenario(Strict):
         check_destination_faults(self.host.kind.value, self.vms, self.steps)
         check_captures(self.network.hosts, self.steps)
         check_uplink_steps(self.host.kind.value, self.network.hosts, self.steps)
+        check_primary_overrides(self.vms, self.steps)
         check_unplugged_standbys(self.steps)
         return self
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated, Any, Literal, Union, get_args
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from testbed.scenario_capture_steps import CheckCaptureStep, StartCaptureStep
 from testbed.scenario_run_steps import (CheckEventsStep, ContStep, MigrateStep, QmpStep, ResetStep,
@@ -133,9 +133,26 @@ class PlugStandbyStep(PairStep):
 
 
 class PlugPrimaryStep(PairStep):
-    """device_add of the primary with its launch properties; waits for the guest to enslave it."""
+    """device_add of the primary with its launch properties; waits for the guest to enslave it.
+    A pci primary may name another standby (failover_pair_id: a QEMU device id, e.g. one that does
+    not exist, as the qtest's params/on_mismatch) or carry another MAC; such a primary is not
+    expected to pair, so it needs wait: false."""
     action: Literal["plug-primary"]
     wait: bool = True
+    failover_pair_id: str | None = Field(None, pattern=r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$")
+    mac: str | None = None
+
+    @field_validator("mac", mode="before")
+    @classmethod
+    def _check_mac(cls, value: Any) -> Any:
+        return None if value is None else check_mac(value, own_ok=True)
+
+    @model_validator(mode="after")
+    def _not_waited_for(self) -> "PlugPrimaryStep":
+        if (self.failover_pair_id is not None or self.mac is not None) and self.wait:
+            raise ValueError("a primary with another failover_pair_id or MAC does not pair with this standby: "
+                             "set wait: false")
+        return self
 
     def pair_needs(self) -> frozenset[str]:
         return frozenset({"primary"})

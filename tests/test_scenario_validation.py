@@ -413,3 +413,25 @@ def test_uplink_steps_load_on_two_hosts(tmp_path):
     steps = "  - {action: shape-uplink, rate_mbit: 100, delay_ms: 20}\n  - {action: migrate, vm: vm1, transport: tcp}"
     scenario = load_scenario(_write(tmp_path, CAPTURE % (2, steps)))
     assert scenario.steps[1].rate_mbit == 100 and scenario.steps[2].transport == "tcp"
+
+
+@pytest.mark.parametrize("kind, keys, key, reason", [
+    ("pci", "failover_pair_id: standby1", "steps[1]", "set wait: false"),
+    ("igb-vf", "failover_pair_id: standby1, wait: false", "steps[1].failover_pair_id", "is not kind: pci"),
+    ("igb-vf", "mac: '52:54:00:00:13:07', wait: false", "steps[1].mac", "is not kind: pci"),
+    ("pci", "mac: '01:00:5e:00:00:01', wait: false", "steps[1].mac", "multicast"),
+])
+def test_a_primary_plugged_with_other_properties_is_checked(tmp_path, kind, keys, reason, key):
+    text = (HOLD % ("namespace", "acpi", kind)).replace("{action: migrate, vm: vm1, hold_eject_ms: 3000}",
+                                                        "{action: plug-primary, vm: vm1, pair: net0, %s}" % keys)
+    with pytest.raises(ScenarioError) as e:
+        load_scenario(_write(tmp_path, text))
+    assert e.value.key == key and reason in e.value.reason, (e.value.key, e.value.reason)
+
+
+def test_a_primary_plugged_with_another_standby_loads(tmp_path):
+    text = (HOLD % ("namespace", "acpi", "pci")).replace(
+        "{action: migrate, vm: vm1, hold_eject_ms: 3000}",
+        "{action: plug-primary, vm: vm1, pair: net0, failover_pair_id: standby1, mac: '52:54:00:00:13:07', wait: false}")
+    step = load_scenario(_write(tmp_path, text)).steps[1]
+    assert (step.failover_pair_id, step.mac, step.wait) == ("standby1", "52:54:00:00:13:07", False)

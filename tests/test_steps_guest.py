@@ -203,6 +203,25 @@ steps:
     vm: vm1
     since_step: 9
     sequence: [{event: FAILOVER_NEGOTIATED, data: {device-id: net0-sby}}]
+  - action: plug-primary         # [12] qtest params/on_mismatch: naming no standby, with its own MAC
+    vm: vm1
+    pair: net2
+    failover_pair_id: standby1
+    mac: "52:54:00:00:12:6b"
+    wait: false
+  - action: check-primary-device # [13] nothing hid it
+    vm: vm1
+    pair: net2
+    present: true
+  - action: exec                 # [14] the guest has it as a plain e1000e with its own MAC
+    vm: vm1
+    command: >-
+      for i in $(seq 100); do for d in /sys/class/net/*; do
+      [ "$(cat "$d/address")" = 52:54:00:00:12:6b ] || continue;
+      [ "$(basename "$(readlink "$d/device/driver")")" = e1000e ] || continue;
+      if [ -e "$d/master" ]; then echo "${d##*/} is enslaved" >&2; exit 1; fi;
+      echo "${d##*/}: a plain e1000e"; exit 0; done; sleep 0.2; done;
+      echo "no e1000e netdev with 52:54:00:00:12:6b" >&2; exit 1
 """
 
 
@@ -222,3 +241,7 @@ def test_a_standby_and_a_primary_plugged_after_the_boot_and_qmp_commands(run_tes
     plugged = report.steps[9].details
     assert plugged["device"] == "net0-sby" and sorted(n["role"] for n in plugged["netdevs"]) == \
         ["failover", "primary", "standby"]
+    # a primary plugged with another failover_pair_id and MAC: QEMU took those properties, plugged it
+    # at once, and the guest has it as a plain e1000e with its own MAC
+    assert report.steps[12].details["overrides"] == {"failover_pair_id": "standby1", "mac": "52:54:00:00:12:6b"}
+    assert report.steps[13].ok and report.steps[14].details["stdout"].endswith(": a plain e1000e\n")

@@ -72,11 +72,12 @@ def plug_standby(ctx: RunContext, step: PlugStandbyStep) -> dict[str, Any]:
     return details
 
 
-def add_primary(ctx: RunContext, vm: str, pair: str) -> dict[str, Any]:
-    """device_add of the pair's primary with its launch properties; a host-vf primary's VF gets the
-    pair's MAC through the PF first, as a host does before it hands a VF to a guest."""
-    props = primary_props(ctx.plan(vm).pair(pair))
-    details: dict[str, Any] = {"device": props["id"]}
+def add_primary(ctx: RunContext, vm: str, pair: str, overrides: dict[str, str] | None = None) -> dict[str, Any]:
+    """device_add of the pair's primary with its launch properties (and the step's overrides of
+    failover_pair_id or mac); a host-vf primary's VF gets the pair's MAC through the PF first, as a
+    host does before it hands a VF to a guest."""
+    props = {**primary_props(ctx.plan(vm).pair(pair)), **(overrides or {})}
+    details: dict[str, Any] = {"device": props["id"], **({"overrides": overrides} if overrides else {})}
     if vf_macs := ctx.host.take_vfs(ctx.plan(vm), [pair]):
         details["vf_mac_set"] = vf_macs[0]
     ctx.machine(vm).qmp.execute("device_add", props)
@@ -87,7 +88,8 @@ def add_primary(ctx: RunContext, vm: str, pair: str) -> dict[str, Any]:
 @handles(PlugPrimaryStep)
 def plug_primary(ctx: RunContext, step: PlugPrimaryStep) -> dict[str, Any]:
     started = ctx.clock.now()
-    details = add_primary(ctx, step.vm, step.pair)
+    overrides = {k: v for k, v in (("failover_pair_id", step.failover_pair_id), ("mac", step.mac)) if v is not None}
+    details = add_primary(ctx, step.vm, step.pair, overrides)
     if step.wait:
         check = expected_now(ctx, step.vm, [step.pair])  # paired, or a plain NIC if no standby is plugged
         wait_until(check, ctx.timeout(step.timeout_s), f"{step.vm} to enslave {step.pair}'s primary again")
