@@ -151,20 +151,6 @@ class QemuMachine:
                                      match=lambda d: d.get("device") == device_id)
         return round(event.t - started, 3)
 
-    def pci_device_ids(self) -> set[str]:
-        """The qdev ids of the devices realized on the machine's PCI buses (query-pci, through
-        bridges and root ports): a failover primary that QEMU hides is not among them."""
-        ids: set[str] = set()
-
-        def walk(devices: list[dict]) -> None:
-            for dev in devices:
-                if dev.get("qdev_id"):
-                    ids.add(dev["qdev_id"])
-                walk(dev.get("pci_bridge", {}).get("devices", []))
-        for bus in self.qmp.execute("query-pci"):
-            walk(bus["devices"])
-        return ids
-
     def peripheral_ids(self) -> set[str]:
         """The ids of the -device/device_add devices QEMU created (qom-list /machine/peripheral). Unlike
         query-pci this does not depend on the firmware having numbered the root ports' buses, so it

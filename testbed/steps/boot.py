@@ -157,7 +157,7 @@ def check_primary_device(ctx: RunContext, step: CheckDeviceStep) -> dict[str, An
     pair = ctx.plan(step.vm).pair(step.pair)
     assert pair.primary is not None
     machine = ctx.machine(step.vm)
-    present = pair.primary.device_id in machine.pci_device_ids()
+    present = pair.primary.device_id in machine.peripheral_ids()
     negotiated = [r.data for r in machine.events.records() if r.event == "FAILOVER_NEGOTIATED"]
     details = {"device": pair.primary.device_id, "present": present, "failover_negotiated": negotiated}
     if present != step.present:
