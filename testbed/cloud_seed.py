@@ -84,9 +84,10 @@ def write_seed(plan: "MachinePlan", directory: Path) -> Path:
     return seed
 
 
-def with_seed(plan: "MachinePlan", artifacts_dir: Path) -> "MachinePlan":
+def with_seed(plan: "MachinePlan", artifacts_dir: Path, make: bool = True) -> "MachinePlan":
     """The plan of a cloud-init guest with its seed made (in artifacts_dir/<vm>-cloud-init); any
-    other plan as it is."""
+    other plan as it is. make=False names the seed without making it (--dry-run)."""
     if plan.vm.image != FLAVOUR:
         return plan
-    return replace(plan, seed_disk=write_seed(plan, artifacts_dir / f"{plan.name}-cloud-init"))
+    directory = artifacts_dir / f"{plan.name}-cloud-init"
+    return replace(plan, seed_disk=write_seed(plan, directory) if make else directory / "seed.iso")

@@ -15,7 +15,7 @@ import logging
 import socket
 from dataclasses import dataclass
 
-from testbed.errors import StepFailed
+from testbed.errors import StepFailed, TestbedError
 from testbed.netns import NetworkNamespace
 from testbed.network import UPLINK
 
@@ -88,8 +88,8 @@ def shape_uplink(netns: NetworkNamespace, rate_mbit: float | None, delay_ms: flo
                     "burst", str(burst), "latency", "200ms"]
         try:
             netns.run(argv)
-        except Exception as e:
-            if clear and "No such file" in str(e) or clear and "Cannot delete qdisc with handle of zero" in str(e):
+        except TestbedError as e:
+            if clear and any(text in str(e) for text in ("No such file", "Cannot delete qdisc with handle of zero")):
                 continue  # nothing to clear
             if "qdisc kind is unknown" in str(e):
                 raise StepFailed(f"this host's kernel has no {argv[6]} qdisc (sch_{argv[6]}): "

@@ -169,8 +169,9 @@ def load_scenario(path: str | Path, variables: dict[str, Any] | None = None) -> 
 
 def check_capture_filters(file: str, scenario: Scenario) -> None:
     """Capture filters are tcpdump's: tcpdump compiles each one, so that a bad one is refused here."""
+    keys = {"start-capture": "filter", "check-capture": "match"}
     for i, step in enumerate(scenario.steps):
-        for key in ("filter", "match"):
-            expression = getattr(step, key, None) if step.action in ("start-capture", "check-capture") else None
-            if expression and (problem := filter_problem(expression)) is not None:
-                raise ScenarioError(file, f"steps[{i}].{key}", f"not a filter tcpdump accepts: {problem}")
+        if (key := keys.get(step.action)) is None:
+            continue
+        if (problem := filter_problem(getattr(step, key))) is not None:
+            raise ScenarioError(file, f"steps[{i}].{key}", f"not a filter tcpdump accepts: {problem}")

@@ -19,10 +19,11 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from testbed.cloud_seed import FLAVOUR as CLOUD_INIT
 from testbed.errors import StepFailed, TestbedError
 from testbed.qemu_argv import LaunchFiles, build_argv
 from testbed.scenario import BootStep, CheckDeviceStep, CheckEventsStep
@@ -65,7 +66,7 @@ def guest_cold_reasons(scenario: "Scenario", qemu_version: tuple[int, ...], name
     if tuple(qemu_version[:2]) < MAPPED_RAM_SINCE:
         reasons.append(f"QEMU {'.'.join(map(str, qemu_version))} has no mapped-ram (9.0+)")
     vm = next(v for v in scenario.vms if v.name == name)
-    if vm.image == "cloud-init":
+    if vm.image == CLOUD_INIT:
         # What cloud-init did with its seed at boot (names, the rendered config) is what a scenario of
         # this image looks at, and a restore would show the previous run's doing.
         reasons.append("image: cloud-init (cloud-init configures the guest from its seed at boot)")
@@ -159,10 +160,7 @@ def key_for(ctx: "RunContext", name: str) -> str:
     image = ctx.image_of(name)
     files = LaunchFiles(image.kernel, image.initrd, Path("<artifacts>/serial.log"), 3,
                         serial_socket=Path("<sockets>/console"), qmp_socket=Path("<sockets>/qmp"))
-    plan = ctx.plans[name].on_slot(0)
-    if plan.seed_disk is not None:  # made from the plan, so the argv already covers what it says
-        plan = replace(plan, seed_disk=Path("<seed>"))
-    argv = build_argv(ctx.qemu.path, plan, files, ctx.accel)
+    argv = build_argv(ctx.qemu.path, ctx.plans[name].on_slot(0), files, ctx.accel)
     return snapshot_key(image.directory.name, ctx.qemu.version_text, ctx.qemu.path, argv, ctx.accel)
 
 

@@ -3,11 +3,12 @@
 bridge sees it), and a rate on the uplink caps the migration's throughput. delay_ms and loss_percent
 need the host kernel's netem: where it is missing the step must say so."""
 
-import subprocess
 from pathlib import Path
 
 import pytest
 
+from testbed.errors import TestbedError
+from testbed.netns import NetworkNamespace
 from testbed.runner import RunOptions, run_scenario
 from testbed.scenario import load_scenario
 
@@ -37,9 +38,17 @@ steps:
 
 def _netem_here() -> bool:
     """Whether this kernel has the netem qdisc, asked in a throwaway network namespace."""
-    probe = ("ip link add t0 type veth peer name t1 && "
-             "tc qdisc add dev t0 root netem delay 1ms")
-    return subprocess.run(["unshare", "--net", "--", "sh", "-c", probe], capture_output=True).returncode == 0
+    ns = NetworkNamespace.create()
+    try:
+        ns.run(["ip", "link", "add", "t0", "type", "veth", "peer", "name", "t1"])
+        ns.run(["tc", "qdisc", "add", "dev", "t0", "root", "netem", "delay", "1ms"])
+        return True
+    except TestbedError as e:
+        if "qdisc kind is unknown" in str(e):
+            return False
+        raise
+    finally:
+        ns.close()
 
 
 def test_migrations_cross_the_uplink_and_its_rate_caps_them(tmp_path: Path):

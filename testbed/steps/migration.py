@@ -116,7 +116,9 @@ def _migrate_once(ctx: RunContext, step: MigrateStep, number: int) -> MigrationR
     entry = MigrationRecord(vm=step.vm, number=number + 1, from_slot=src.plan.slot, to_slot=slot,
                             destination_artifacts=str(dst.artifacts.directory))
     ctx.report.migrations.append(entry)
-    entry.mode, entry.transport = step.mode, "tcp" if step.transport == "tcp" else entry.transport
+    entry.mode = step.mode
+    if step.transport == "tcp":
+        entry.transport = "tcp"
     if step.destination_primary_backend == "missing":
         dst.absent_backends = frozenset(p.primary.netdev_id for p in dst.plan.pairs
                                         if p.primary is not None and p.primary.backend)
