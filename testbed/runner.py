@@ -198,9 +198,18 @@ def _make_host(scenario: Scenario, plans: list, migrates: bool, images: dict, qe
             if warm.wants_snapshot() and warm.key else None
         return VmHost.create(scenario.host, plans, peer_addresses(scenario), scenario.network.hosts, two_pfs,
                              image, host_image, qemu.path, clock, options.artifacts_dir, make_scratch_dir(),
-                             timeout_s=120 * options.timeout_scale, warm=warm, snapshot=snapshot)
+                             timeout_s=_host_boot_budget_s(scenario) * options.timeout_scale, warm=warm,
+                             snapshot=snapshot)
     return NamespaceHost.create(plans, peer_addresses(scenario), scenario.network.hosts, migrates, images,
                                 qemu.path, accel, clock)
+
+
+def _host_boot_budget_s(scenario: Scenario) -> float:
+    """A host VM boots before the first boot step runs, but within its budget: that step's timeout_s
+    is what the author gave for the host and its guests to come up (a cold host VM under TCG on a
+    loaded 2-core machine took more than 120 s to reach sshd, with RCU stalls on its console)."""
+    boots = [step.timeout_s for step in scenario.steps if step.action == "boot"]
+    return max(120.0, boots[0]) if boots else 120.0
 
 
 class SetupFailed(TestbedError):

@@ -45,3 +45,11 @@ def test_never_and_what_forces_a_cold_host_vm():
     vm = scenario.vms[0].model_copy(update={"pairs": [down]})
     assert _plan(scenario.model_copy(update={"vms": [vm]})).reasons == \
         ["vm1: pair net0: the standby starts with its link down"]
+
+
+def test_the_host_vm_boots_within_the_boot_steps_budget():
+    from testbed.runner import _host_boot_budget_s
+    scenario = load_scenario(SCENARIO)
+    assert _host_boot_budget_s(scenario) == 300  # the file's boot step: timeout_s 300
+    boot = scenario.steps[0].model_copy(update={"timeout_s": 30})
+    assert _host_boot_budget_s(scenario.model_copy(update={"steps": [boot]})) == 120  # never under 120 s
