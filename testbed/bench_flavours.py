@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from testbed.bench import image_build
-from testbed.image_recipe import DEFAULT_FLAVOUR, flavours
+from testbed.image_recipe import DEFAULT_FLAVOUR, default_memory_mib, flavours
 from testbed.images import ensure_image
 from testbed.runner import RunOptions, run_scenario
 from testbed.scenario import load_scenario
@@ -23,7 +23,8 @@ SCENARIO = Path(__file__).resolve().parent.parent / "scenarios" / "standby-pci.y
 
 def _on_flavour(path: Path, flavour: str):
     scenario = load_scenario(path)
-    vms = [vm.model_copy(update={"image": flavour}) for vm in scenario.vms]
+    # Each flavour with the RAM its recipe gives a VM, as a scenario that names it gets.
+    vms = [vm.model_copy(update={"image": flavour, "memory_mib": default_memory_mib(flavour)}) for vm in scenario.vms]
     return scenario.model_copy(update={"vms": vms})
 
 

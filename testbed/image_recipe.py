@@ -56,6 +56,9 @@ class ImageRecipe(BaseModel):
     overlays: list[str] = ["rootfs"]
     enable: list[str] = []  # systemd units enabled in the image (minbase)
     mask: list[str] = []    # systemd units masked in the image: what a TCG boot need not wait for
+    # A VM's RAM when its scenario does not say (the image is unpacked into half of it,
+    # testbed.guest_memory).
+    memory_mib: int = 512
 
     def overlay_paths(self, recipe_path: Path) -> list[tuple[Path, str]]:
         out = []
@@ -68,6 +71,10 @@ class ImageRecipe(BaseModel):
     def load(cls, path: Path) -> "ImageRecipe":
         with path.open("rb") as f:
             return cls.model_validate(tomllib.load(f))
+
+
+def default_memory_mib(flavour: str) -> int:
+    return ImageRecipe.load(recipe_for(flavour)).memory_mib
 
 
 def with_kernel_suite(recipe: ImageRecipe, suite: str | None) -> ImageRecipe:

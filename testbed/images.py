@@ -28,6 +28,7 @@ from testbed.artifacts import write_whole
 from testbed.cache import cache_root
 from testbed.debian_apt import PrivateApt, _run, debian_mirror
 from testbed.errors import TestbedError
+from testbed.guest_memory import rootfs_bytes
 from testbed.image_recipe import (DEFAULT_RECIPE, IMAGES_DIR, ImageRecipe, flavour_of, recipe_for,  # noqa: F401
                                   with_kernel_suite)
 
@@ -276,6 +277,7 @@ def _build(recipe: ImageRecipe, recipe_path: Path, apt: PrivateApt, resolved: Re
         "mirror": apt.mirror,
         "local_kernel": str(local_kernel.bzimage) if local_kernel else None,
         "initrd_bytes": (out / "initrd.img").stat().st_size,
+        "rootfs_bytes": rootfs_bytes(tree),
         "built_at": time.time(),
     }
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")

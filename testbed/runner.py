@@ -20,6 +20,7 @@ from testbed.errors import StepFailed, TestbedError, WaitTimeout
 from testbed.hold import hold
 from testbed.dhcp_plan import dhcp_pairs
 from testbed.dhcp_server import DhcpServer
+from testbed.guest_memory import check_images_fit
 from testbed.images import ensure_image
 from testbed.network import PEER_IFNAME
 from testbed.machine_watch import MachineDied, watching
@@ -135,6 +136,7 @@ def live_run(scenario: Scenario, options: RunOptions) -> Iterator[LiveRun]:
             qemu = inspect_qemu(options.qemu).require()
             images = {flavour: ensure_image(local_kernel=options.local_kernel, kernel_suite=options.kernel_suite,
                                             flavour=flavour) for flavour in dict.fromkeys(vm.image for vm in scenario.vms)}
+            check_images_fit(scenario, images)
             image = images[scenario.vms[0].image]
             accel = choose_accel(options.accel, qemu, image.kernel)
             report.host = HostInfo(qemu_version=qemu.version_text, qemu_path=qemu.path, accel=accel,

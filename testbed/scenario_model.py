@@ -11,7 +11,7 @@ from pydantic import Field, field_validator, model_validator
 
 from testbed.bug_card import BugCard
 from testbed.dhcp_plan import check_flavour_options, reserve_dhcp_addresses
-from testbed.image_recipe import DEFAULT_FLAVOUR, flavours
+from testbed.image_recipe import DEFAULT_FLAVOUR, default_memory_mib, flavours
 from testbed.scenario_checks import (check_captures, check_destination_faults, check_eject_holds, check_host,
                                      check_host_steps, check_migrations, check_network, check_primary_overrides,
                                      check_steps, check_symptoms, check_unplugged_standbys, check_uplink_steps,
@@ -119,13 +119,20 @@ class VM(Strict):
     # the kernel document asks) or naive (everything with the pair's MAC, as a match-by-MAC config or
     # an installer's allow-hotplug stanzas do).
     netconfig: Literal["recommended", "naive"] | None = None
-    memory_mib: int = Field(512, ge=128, le=16384)
+    memory_mib: int = Field(512, ge=128, le=16384)  # when not given: the flavour's recipe says
     cpus: int = Field(1, ge=1, le=8)
     pairs: list[FailoverPair] = Field(min_length=1, max_length=MAX_PAIRS_PER_VM)
     kernel_args: list[str] = Field([], max_length=MAX_KERNEL_ARGS)
     # How the guest learns of a hot-plug on its PCIe root ports: acpi (q35's default since QEMU 6.1)
     # or native (pciehp: an unplug waits for the attention button's 5 s, zoo item 15).
     pci_hotplug: Literal["acpi", "native"] = "acpi"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _flavour_memory(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "memory_mib" not in data and data.get("image", DEFAULT_FLAVOUR) in flavours():
+            return {**data, "memory_mib": default_memory_mib(data.get("image", DEFAULT_FLAVOUR))}
+        return data
 
     @field_validator("image")
     @classmethod

@@ -6,6 +6,7 @@ its own, so that pytest-xdist runs it beside the other distro flavours."""
 
 import json
 import os
+import re
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -77,3 +78,21 @@ def test_a_network_config_matching_net_failover_leases_to_the_master_and_keeps_n
     assert (lease["mac"], lease["address"]) == ("52:54:00:00:12:59", "192.168.100.10")
     assert all(s["ok"] for s in report["steps"])
     assert report["vms"]["vm1"]["boot"]["start"] == "cold"  # DHCP: boot-time behaviour, never restored
+
+
+def test_an_image_too_large_for_the_vms_ram_is_refused_before_anything_starts(runs, tmp_path):
+    """At 512 MiB the cloud-init image booted with a full root (testbed.guest_memory); now the run
+    refuses it, naming the key and the RAM it needs, and starts no QEMU."""
+    scenario = tmp_path / "small.yaml"
+    text = (ZOO / "dhcp-cloud-init.yaml").read_text().replace("    image: cloud-init\n",
+                                                              "    image: cloud-init\n    memory_mib: 512\n")
+    scenario.write_text(text)
+    done = subprocess.run([sys.executable, "-m", "testbed.cli", "run", str(scenario), "--quiet", "--report",
+                           str(tmp_path / "r.json"), "--artifacts", str(tmp_path / "a")],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode != 0
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert "vms[0].memory_mib: vm1's cloud-init image unpacks to" in report["error"]
+    needed = re.search(r"give it memory_mib: (\d+) or more", report["error"])
+    assert needed and 512 < int(needed.group(1)) <= 768, report["error"]  # 768: the flavour's default
+    assert report["steps"] == [] and not list((tmp_path / "a").glob("vm1/*serial*"))
