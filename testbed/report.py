@@ -104,7 +104,7 @@ class MigrationRecord(BaseModel):
     destination_artifacts: str
     transport: str = "socket"           # socket: a live migration; file: save-restore (virsh save/restore)
     mode: str = "precopy"               # precopy, postcopy or multifd
-    status: str | None = None           # completed, failed or cancelled
+    status: str | None = None           # completed, failed, cancelled, or source-died (migrate expect: source-died)
     cancelled_by: str | None = None
     started_s: float | None = None
     ended_s: float | None = None
@@ -128,6 +128,7 @@ class MigrationRecord(BaseModel):
     # re-plug of a failover primary, and nowhere else (zoo item 7).
     destination_warnings: list[str] = []
     ram_mbps: float | None = None       # query-migrate's RAM throughput (megabits per second) at the end
+    source_exit: dict[str, Any] | None = None  # migrate expect: source-died: how the source QEMU ended
 
 
 class RunReport(BaseModel):

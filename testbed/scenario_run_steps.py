@@ -62,9 +62,15 @@ class MigrateStep(MigrationStepBase):
     # unix: a unix socket in the run's directory. tcp: a TCP connection that crosses the uplink
     # between the two hosts' bridges (network.hosts: 2), where shape-uplink's shaping applies.
     transport: Literal["unix", "tcp"] = "unix"
+    # source-died: the source QEMU is expected to die during the migration (zoo item 16: QEMU up to
+    # 6.0 segfaulted on a migrate after the standby's device_del). The step passes when it dies, with
+    # its exit in the details, and fails its check when the migration ends with the source alive.
+    expect: Literal["completed", "cancelled", "failed", "source-died"] = "completed"
 
     @model_validator(mode="after")
     def _checks_that_can_run(self) -> "MigrateStep":
+        if self.expect == "source-died" and self.count > 1:
+            raise ValueError("expect: source-died ends the VM with the first migration: count must be 1")
         if self.source_primaries_after is not None and self.expect != "completed":
             raise ValueError("source_primaries_after looks at the source after a completed migration: it needs "
                              "expect: completed")

@@ -181,8 +181,15 @@ def wait_migration(machine: "QemuMachine", since: int, timeout: float, what: str
     deadline = time.monotonic() + timeout
     seen = []
     while True:
-        hit = machine.events.next({"MIGRATION"}, since, max(0.0, deadline - time.monotonic()))
+        # in slices: a QEMU that dies here is not watched yet (a restore), and would leave the wait
+        # to run out its whole timeout
+        hit = machine.events.next({"MIGRATION"}, since, max(0.0, min(0.5, deadline - time.monotonic())))
         if hit is None:
+            if not machine.alive():
+                raise TestbedError(f"{machine.name}: QEMU exited (status {machine.exit_status()}) during {what}; "
+                                   f"statuses {seen}; {machine.stderr_tail(5).strip() or 'nothing on stderr'}")
+            if time.monotonic() < deadline:
+                continue
             raise TestbedError(f"{machine.name}: {what} did not finish in {timeout:.0f}s; statuses {seen}")
         since = hit[0] + 1
         status = hit[1].data.get("status")

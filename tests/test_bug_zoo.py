@@ -2,11 +2,16 @@
 `git bisect run` reads. The zoo itself runs with `pytest scenarios/zoo` (not in the default suite)."""
 
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
+
+from testbed.leftovers import qemu_processes, run_leftovers
 
 pytestmark = pytest.mark.guest
 ZOO = Path(__file__).parent.parent / "scenarios" / "zoo"
@@ -67,3 +72,52 @@ def test_captures_on_both_bridges_show_no_guest_announcement_for_a_failover_addr
     assert rarp >= 2 and control >= 1 and failover == 0 and source >= 1, counts
     frames = next(s for s in report["steps"] if s["action"] == "check-capture")["details"]["frames"]
     assert {"52:54:00:00:12:67", "52:54:00:00:12:68"} <= {f.split()[1] for f in frames}  # a RARP for each NIC
+
+
+ZOO_16_QEMU = ZOO / "zoo-16-migrate-after-standby-unplug.yaml"
+
+
+def test_a_migration_after_the_standbys_unplug_is_not_reproduced_on_a_fixed_qemu_zoo_item_16(tmp_path):
+    """migrate after unplug-standby, expect: source-died. On this QEMU (fixed since 6.1) the
+    migration completes: the step's check fails, which is `not reproduced` (exit 0 for git bisect),
+    with the migration's statuses as the evidence. No wait-unplug: the primary lost its failover
+    with the standby and migrates as a plain NIC."""
+    done, report = _run(tmp_path, "zoo-16", scenario=ZOO_16_QEMU)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert report["verdict"] == "not-reproduced", report["verdict_evidence"]
+    assert "the migration ended 'completed'" in report["verdict_evidence"]
+    assert "its source QEMU is alive" in report["verdict_evidence"]
+    (migration,) = report["migrations"]
+    assert migration["status"] == "completed" and "wait-unplug" not in migration["statuses"]
+    devices = [arg for arg in Path(migration["destination_artifacts"], "qemu-argv.txt").read_text().split("\n")
+               if arg.startswith(("virtio-net-pci,", "e1000e,"))]
+    # the destination has no standby either: its virtio-net-pci devices are the management NIC's alone
+    assert [d.split(",")[0] for d in devices if "net0" in d] == ["e1000e"], devices
+    assert report["vms"]["vm1"]["netdevs"] and all(n["role"] != "failover" for n in report["vms"]["vm1"]["netdevs"])
+
+
+def test_a_source_qemu_that_dies_in_the_migration_is_the_reproduced_symptom_zoo_item_16(tmp_path):
+    """The same scenario, with the source QEMU made to die by a SIGSEGV as the migration starts, as
+    QEMU up to 6.0 died on its own: the migrate step passes, its details and the migration's record
+    carry the signal, the verdict is `reproduced` (exit 1), and nothing is left behind."""
+    artifacts = tmp_path / "art"
+    proc = subprocess.Popen([sys.executable, "-m", "testbed.cli", "run", str(ZOO_16_QEMU), "--quiet",
+                             "--artifacts", str(artifacts), "--snapshot", "never"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    events = artifacts / "vm1" / "qmp-events.jsonl"
+    deadline = time.monotonic() + 300
+    while not (events.exists() and '"MIGRATION"' in events.read_text()):
+        assert proc.poll() is None, f"testbed ended before the migration: {proc.communicate()}"
+        assert time.monotonic() < deadline, "waited 300 s for the migration to start"
+        time.sleep(0.02)
+    (pid,) = [pid for pid, _ in qemu_processes(str(artifacts / "vm1") + "/")]
+    os.kill(pid, signal.SIGSEGV)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1, out + err
+    report = json.loads((artifacts / "report.json").read_text())
+    assert report["verdict"] == "reproduced", report["verdict_evidence"]
+    migrate = report["steps"][2]
+    assert migrate["ok"] and migrate["details"]["status"] == "source-died"
+    assert "vm1: QEMU exited (signal 11, SIGSEGV)" in migrate["details"]["error"]
+    (migration,) = report["migrations"]
+    assert migration["status"] == "source-died" and migration["source_exit"]["signal"] == "SIGSEGV"
+    assert run_leftovers(artifacts) == []

@@ -10,6 +10,7 @@ from typing import Any
 from testbed.errors import StepFailed, TestbedError
 from testbed.guest_shell import GuestShell
 from testbed.machine import QemuMachine
+from testbed.machine_watch import MachineDied
 from testbed.migration_link import MigrationLink
 from testbed.report import MigrationRecord
 from testbed.run_context import RunContext
@@ -136,6 +137,7 @@ def _migrate_once(ctx: RunContext, step: MigrateStep, number: int) -> MigrationR
         guest_eject.arm(ctx.shell(step.vm), step.hold_eject_ms)
     src_cursor, dst_cursor = src.events.cursor(), dst.events.cursor()
     started = ctx.clock.now()
+    entry.started_s = round(started, 3)
     if step.transport == "tcp":
         assert ctx.migration_link is not None
         connection = ctx.migration_link.connect(slot, number_in_run, ctx.timeout(10))
@@ -174,8 +176,33 @@ def _migrate_once(ctx: RunContext, step: MigrateStep, number: int) -> MigrationR
     return entry
 
 
+def _migrate_into_a_crash(ctx: RunContext, step: MigrateStep) -> dict[str, Any]:
+    """expect: source-died. The source's death is the step's result, not the run's failure: it is
+    recorded (signal, QEMU's last words) and the dead QEMU retired; a migration that ends with the
+    source alive fails the step's check."""
+    src = ctx.machine(step.vm)
+    try:
+        entry = _migrate_once(ctx, step, 0)
+    except MachineDied as e:
+        if src.alive():
+            raise
+        entry = ctx.report.migrations[-1]
+        entry.status, entry.ended_s, entry.source_exit = "source-died", round(ctx.clock.now(), 3), e.exit.as_dict()
+        entry.events = [{"t": r.t, "event": r.event, "data": r.data} for r in src.events.records()
+                        if r.event in MIGRATION_EVENTS and r.t >= (entry.started_s or 0)]
+        ctx.retire(src)
+        if step.vm in ctx.shells:
+            ctx.shells.pop(step.vm).close()
+        return {"status": "source-died", "error": e.exit.describe(), "statuses": [
+            ev["data"]["status"] for ev in entry.events if ev["event"] == "MIGRATION"]}
+    raise StepFailed(f"{step.vm}: the migration ended {entry.status!r} (statuses {entry.statuses}) and its source "
+                     f"QEMU is alive; expected the source to die")
+
+
 @handles(MigrateStep)
 def migrate(ctx: RunContext, step: MigrateStep) -> dict[str, Any]:
+    if step.expect == "source-died":
+        return _migrate_into_a_crash(ctx, step)
     entries = []
     for number in range(step.count):
         try:
