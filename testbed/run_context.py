@@ -26,7 +26,7 @@ from testbed.packet_capture import PacketCapture
 from testbed.plan import MachinePlan, absent_at_boot
 from testbed.qemu_host import QemuBinary
 from testbed.report import RunReport, VmReport
-from testbed.scenario import Scenario
+from testbed.scenario import BootStep, Scenario
 from testbed.traffic import StepWindow, TrafficSession
 from testbed.traffic_verdict import ping_entry, tcp_entry
 
@@ -67,6 +67,7 @@ class RunContext:
     # vm -> ids of the standbys and primaries not plugged now: absent at boot (`at_boot: false`), or
     # unplugged by a step; a migration's destination is made without them too
     absent_devices: dict[str, set[str]] = field(default_factory=dict)
+    held_boots: dict[str, BootStep] = field(default_factory=dict)  # VM -> its boot step, until its cont
     captures: dict[str, PacketCapture] = field(default_factory=dict)  # start-capture's tcpdumps
     migration_link: MigrationLink | None = None  # made by the first `migrate transport: tcp`
     down_requested: bool = False  # a person said `testbed down` while the run was held
@@ -133,14 +134,16 @@ class RunContext:
                                ("serial_log", "qemu_stderr", "qmp_events", "dmesg", "argv")}
         return machine
 
-    def start_machine(self, name: str) -> QemuMachine:
+    def start_machine(self, name: str, hold: bool = False) -> QemuMachine:
+        """hold: left at -S (the boot step's hold), for a cont step to start."""
         machine = self.new_machine(name, 0, incoming=False, label=name)
         self.machines[name] = machine
         machine.launch()
         for pair in self.plans[name].pairs:
             if pair.pair.standby.link == "down":
                 machine.qmp.execute("set_link", {"name": pair.standby.device_id, "up": False})
-        machine.cont()
+        if not hold:
+            machine.cont()
         return machine
 
     def retire(self, machine: QemuMachine) -> None:

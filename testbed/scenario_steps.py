@@ -27,11 +27,23 @@ class BootStep(StepBase):
     # required: like auto, but a VM that cannot run from a snapshot fails the step.
     # None (not given): the run's default, `testbed run --snapshot` (testbed.snapshots.run_default).
     snapshot: Literal["never", "auto", "required"] | None = None
+    # QEMU starts paused (-S) and stays so: the step ends once QMP is up, before the firmware or the
+    # guest's drivers ran, so that QEMU's cold-plugged NICs can be looked at as the qtest does before
+    # its driver starts. A later `cont` of the VM starts it and waits for SSH and the pairs as this
+    # step would have (this step's timeout_s and wait_for_pairs). Always a cold boot.
+    hold: bool = False
 
     @field_validator("vms")
     @classmethod
     def _unique(cls, value: list[str] | None) -> list[str] | None:
         return no_duplicates(value, "VM")
+
+    @model_validator(mode="after")
+    def _a_hold_boots_cold(self) -> "BootStep":
+        if self.hold and self.snapshot in ("auto", "required"):
+            raise ValueError(f"hold: true boots cold (what it holds is the start itself); snapshot: {self.snapshot} "
+                             "cannot be")
+        return self
 
     def references(self) -> tuple[list[Ref], list[Ref]]:
         return [Ref(f"vms[{i}]", name) for i, name in enumerate(self.vms or [])], []

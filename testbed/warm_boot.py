@@ -87,6 +87,8 @@ def guest_cold_reasons(scenario: "Scenario", qemu_version: tuple[int, ...], name
             reasons.append(f"pair {pair.name}: address: dhcp (the lease is taken at boot)")
     if not step.wait_for_pairs:
         reasons.append("the boot step does not wait for the pairs (the state before they are whole)")
+    if step.hold:
+        reasons.append("the boot step holds QEMU before the guest starts (hold: true)")
     boot_index = next((i for i, s in enumerate(scenario.steps)
                        if isinstance(s, BootStep) and (s.vms is None or name in s.vms)), 0)
     for i, later in enumerate(scenario.steps):

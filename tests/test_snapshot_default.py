@@ -67,3 +67,18 @@ def test_what_looks_at_the_boot_keeps_the_vm_cold(tmp_path: Path):
     assert _reasons(events) == ["steps[3] (check-events since step 0) looks at the boot's QMP events"]
     events.write_text(events.read_text().replace("    vm: vm1\n    sequence", "    vm: vm1\n    since_step: 1\n    sequence"))
     assert _reasons(events) == []
+
+
+def test_a_held_boot_is_cold_and_needs_a_cont(tmp_path: Path):
+    held = tmp_path / "held.yaml"
+    text = (SCENARIOS / "standby-pci.yaml").read_text().replace("  - action: boot\n",
+                                                                 "  - action: boot\n    hold: true\n", 1)
+    held.write_text(text + "  - {action: cont, vm: vm1}\n")
+    assert "the boot step holds QEMU before the guest starts (hold: true)" in _reasons(held)
+    held.write_text(text)
+    with pytest.raises(TestbedError) as e:
+        load_scenario(held)
+    assert "steps[0].hold" in str(e.value) and "no later cont step starts it" in str(e.value)
+    held.write_text(text.replace("    hold: true\n", "    hold: true\n    snapshot: auto\n") + "  - {action: cont, vm: vm1}\n")
+    with pytest.raises(TestbedError, match="hold: true boots cold"):
+        load_scenario(held)

@@ -245,3 +245,53 @@ def test_a_standby_and_a_primary_plugged_after_the_boot_and_qmp_commands(run_tes
     # at once, and the guest has it as a plain e1000e with its own MAC
     assert report.steps[12].details["overrides"] == {"failover_pair_id": "standby1", "mac": "52:54:00:00:12:6b"}
     assert report.steps[13].ok and report.steps[14].details["stdout"].endswith(": a plain e1000e\n")
+
+
+HELD_BOOT = """
+description: QEMU held at -S by the boot step, as the qtest looks before its driver starts
+vms:
+  - name: vm1
+    pairs:
+      - {name: net0, mac: "52:54:00:00:12:6c", address: 192.168.77.2/24, primary: {kind: pci}}
+steps:
+  - action: boot
+    hold: true
+  - action: qmp
+    vm: vm1
+    command: query-status
+  - action: check-primary-device   # QEMU has not created the failover primary: hidden until STANDBY
+    vm: vm1
+    pair: net0
+    present: false
+  - action: check-events
+    vm: vm1
+    since_step: 0
+    absent: [{event: FAILOVER_NEGOTIATED}]
+  - action: cont                   # the guest starts; the step waits for SSH and the pairs
+    vm: vm1
+  - action: check-events
+    vm: vm1
+    since_step: 4
+    sequence:
+      - {event: RESUME}
+      - {event: FAILOVER_NEGOTIATED, data: {device-id: net0-sby}}
+  - action: check-primary-device
+    vm: vm1
+    pair: net0
+    present: true
+  - action: check-netdevs
+    vm: vm1
+    expect: paired
+"""
+
+
+def test_a_held_boot_shows_the_cold_plugged_nics_before_the_guest_runs(run_testbed_scenario, tmp_path):
+    scenario = tmp_path / "held-boot.yaml"
+    scenario.write_text(HELD_BOOT)
+    report = run_testbed_scenario(scenario)
+    assert report.passed, report.error
+    assert report.steps[1].details["return"]["status"] == "prelaunch", report.steps[1].details
+    boot = report.vms["vm1"].boot
+    assert boot["held"] is True and boot["start"] == "cold" and boot["held_s"] > 0
+    assert boot["pairs_ready_s"] > boot["ssh_ready_s"] > boot["held_s"], boot
+    assert report.steps[4].details["boot"]["pairs_ready_s"] == boot["pairs_ready_s"]

@@ -99,10 +99,14 @@ def _boot_each(ctx: RunContext, step: BootStep, names: list[str]) -> dict[str, t
         if (timings := _try_cached(ctx, name, step, warm[name])) is not None:
             restored[name] = timings
         else:
-            ctx.start_machine(name)
+            ctx.start_machine(name, hold=step.hold)
     out = {}
     for name in names:
         timings = restored.get(name)
+        if step.hold:  # the cont step brings the guest up (steps/lifecycle.py)
+            ctx.held_boots[name] = step
+            out[name] = ({"held": True}, warm[name])
+            continue
         if timings is None:
             timings = connect_booted(ctx, name, step.timeout_s, marker=True)
             pairs_ready(ctx, name, step, timings)
@@ -133,6 +137,9 @@ def boot(ctx: RunContext, step: BootStep) -> dict[str, Any]:
         ctx.report.vms[name].boot = timings
         details[name] = timings
         pairs = timings.get("pairs_ready_s")
+        if step.hold:
+            logger.info("%s: held at -S until a cont step", name)
+            continue
         logger.info("%s: %s, SSH after %ss, %s", name, timings["start"],
                     timings["ssh_ready_s"], "pairs not waited for" if pairs is None else f"pairs after {pairs}s")
     return details

@@ -9,7 +9,7 @@ from typing import Any
 from testbed.errors import StepFailed, TestbedError
 from testbed.run_context import RunContext
 from testbed.scenario import ContStep, ResetStep, StopStep
-from testbed.steps.guest_up import connect_booted
+from testbed.steps.guest_up import connect_booted, pairs_ready
 from testbed.steps.pairs import expected_now
 from testbed.steps.registry import handles
 from testbed.waiting import wait_until
@@ -31,10 +31,21 @@ def stop(ctx: RunContext, step: StopStep) -> dict[str, Any]:
 
 @handles(ContStep)
 def cont(ctx: RunContext, step: ContStep) -> dict[str, Any]:
-    ctx.machine(step.vm).cont()
+    """A VM held by its boot step (hold: true) is then brought up as that step would have."""
+    machine = ctx.machine(step.vm)
+    held_s = round(ctx.clock.now() - (machine.launched_at or 0), 3)
+    machine.cont()
     if (status := _status(ctx, step.vm)) != "running":
         raise StepFailed(f"{step.vm}: QMP cont left the VM {status!r}, not 'running'")
-    return {"status": status}
+    details: dict[str, Any] = {"status": status}
+    if (boot := ctx.held_boots.pop(step.vm, None)) is not None:
+        ctx.start_deadline(boot.timeout_s)
+        timings = connect_booted(ctx, step.vm, boot.timeout_s, marker=True)
+        pairs_ready(ctx, step.vm, boot, timings)
+        timings["held_s"] = held_s  # launch to cont: ssh_ready_s and pairs_ready_s count from the launch
+        ctx.report.vms[step.vm].boot.update(timings)
+        details["boot"] = timings
+    return details
 
 
 @handles(ResetStep)
