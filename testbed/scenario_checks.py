@@ -207,6 +207,12 @@ def check_eject_holds(host_kind: str, vms: Sequence["VM"], steps: Sequence[StepM
         if vm.pci_hotplug != "acpi":
             raise KeyedValueError(f"steps[{i}].hold_eject_ms", f"holds the ACPI hot-plug event; VM {vm.name} has "
                                   "pci_hotplug: native, where the eject is pciehp's")
+        if isinstance(step.hold_eject_ms, dict):
+            for name in step.hold_eject_ms:
+                pair = next((p for p in vm.pairs if p.name == name), None)
+                if pair is None or pair.primary is None or pair.primary.kind != "pci":
+                    raise KeyedValueError(f"steps[{i}].hold_eject_ms.{name}", f"VM {vm.name} has no pair {name!r} "
+                                          "with a pci primary (the only kind QEMU unplugs for a migration)")
 
 
 def check_destination_faults(host_kind: str, vms: Sequence["VM"], steps: Sequence[StepModel]) -> None:

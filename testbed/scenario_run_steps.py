@@ -3,12 +3,14 @@ cont, and a restart of the guest."""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, model_validator
 
 from testbed.scenario_step_base import StepBase, VmStep
-from testbed.scenario_values import MAX_TEXT, Strict
+from testbed.scenario_values import MAX_PAIRS_PER_VM, MAX_TEXT, Strict
+
+HoldMs = Annotated[float, Field(gt=0, le=600_000)]
 
 
 class MigrationStepBase(VmStep):
@@ -45,7 +47,10 @@ class MigrateStep(MigrationStepBase):
     multifd_channels: int = Field(2, ge=1, le=16)
     # The guest holds its eject of the primaries this long after QEMU's unplug request (the ACPI
     # hot-plug GPE masked until then; testbed.guest_eject), as the qtest ejects when it chooses.
-    hold_eject_ms: float | None = Field(None, gt=0, le=600_000)
+    # A mapping of pair names holds each pair's primary for its own time (the guest ejects it through
+    # its ACPI slot), as qtest migrate/multi/out ejects one primary of two; a primary not named is
+    # ejected when the longest hold ends.
+    hold_eject_ms: HoldMs | Annotated[dict[str, HoldMs], Field(max_length=MAX_PAIRS_PER_VM)] | None = None
     # Checks of QEMU's side of the VM's plugged primaries (created, or hidden: qom-list), as the
     # qtest's in and out halves make them: on the destination QEMU before its incoming state arrives
     # (QEMU hides a failover primary until STANDBY is seen), and on the source once the migration
@@ -75,10 +80,15 @@ class MigrateStep(MigrationStepBase):
             raise ValueError("source_primaries_after looks at the source after a completed migration: it needs "
                              "expect: completed")
         if self.hold_eject_ms is not None and self.cancel_in is None and \
-                self.hold_eject_ms >= self.wait_unplug_timeout_s * 1000:
-            raise ValueError(f"hold_eject_ms {self.hold_eject_ms:g} is not shorter than wait_unplug_timeout_s "
+                self.longest_hold_ms() >= self.wait_unplug_timeout_s * 1000:
+            raise ValueError(f"hold_eject_ms {self.longest_hold_ms():g} is not shorter than wait_unplug_timeout_s "
                              f"{self.wait_unplug_timeout_s:g} s: the testbed would cancel the migration first")
         return self
+
+
+    def longest_hold_ms(self) -> float:
+        hold = self.hold_eject_ms
+        return max(hold.values()) if isinstance(hold, dict) else (hold or 0.0)
 
 
 class ShapeUplinkStep(StepBase):

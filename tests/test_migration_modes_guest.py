@@ -120,3 +120,47 @@ def test_a_held_eject_keeps_qemu_in_wait_unplug_and_cancelling(run_testbed_scena
     assert "FAILOVER_NEGOTIATED" in events, events
     argv = Path(free.destination_artifacts, "qemu-argv.txt").read_text().split("\n")
     assert argv[argv.index("-incoming") + 1:argv.index("-incoming") + 3] == ["defer", "-S"]
+
+
+ONE_OF_TWO = """
+description: the guest ejects one primary of two, then the other (qtest migrate/multi/out)
+network:
+  hosts: 2
+vms:
+  - name: vm1
+    pairs:
+      - {name: net0, mac: "52:54:00:00:12:6a", address: 192.168.77.2/24, primary: {kind: pci}}
+      - {name: net1, mac: "52:54:00:00:12:6b", address: 192.168.77.3/24, primary: {kind: pci}}
+steps:
+  - action: boot
+  - action: migrate
+    vm: vm1
+    hold_eject_ms: {net1: 4000, net0: 1000}
+    min_wait_unplug_ms: 4000
+  - action: exec                 # the hot-plug GPE is unmasked again
+    vm: vm1
+    command: "grep -q unmasked /sys/firmware/acpi/interrupts/gpe01"
+"""
+
+
+def test_a_per_pair_hold_ejects_one_primary_and_qemu_waits_for_the_other(run_testbed_scenario, tmp_path):
+    """hold_eject_ms: {pair: ms}: the guest ejects net0's primary through its ACPI slot 1 s after
+    QEMU's request and net1's 3 s later; QEMU stays in wait-unplug between the two (the qtest's
+    "still wait-unplug after one eject") and goes active only after the second. QEMU sends no event
+    for a failover primary's eject (no DEVICE_DELETED: it keeps the device to plug it back), so the
+    eject times are the guest job's, measured from the request it saw."""
+    scenario = tmp_path / "one-of-two.yaml"
+    scenario.write_text(ONE_OF_TWO)
+    report = run_testbed_scenario(scenario)
+    assert report.passed, report.error
+    (migration,) = report.migrations
+    times = {e["data"]["status"]: e["t"] for e in migration.events if e["event"] == "MIGRATION"}
+    requested = min(e["t"] for e in migration.events if e["event"] == "UNPLUG_PRIMARY")
+    first, second = report.steps[1].details["guest_ejects"]
+    # the guest ejected net0's primary through its ACPI slot 1 s after QEMU's request, net1's at 4 s
+    assert (first["mac"], first["ok"]) == ("52:54:00:00:12:6a", True) and 900 <= first["after_request_ms"] < 2500
+    assert (second["mac"], second["ok"]) == ("52:54:00:00:12:6b", True) and second["after_request_ms"] >= 3900
+    # QEMU stayed in wait-unplug after the first eject, until the second
+    active_ms = (times["active"] - requested) * 1000
+    assert active_ms >= second["after_request_ms"] > first["after_request_ms"] + 2500, (active_ms, first, second)
+    assert migration.wait_unplug_ms >= 4000

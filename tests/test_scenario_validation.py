@@ -332,6 +332,20 @@ def test_an_eject_hold_needs_acpi_hotplug_on_the_namespace_host(tmp_path):
         load_scenario(_write(tmp_path, HOLD % ("vm", "acpi", "host-vf")))
 
 
+def test_a_per_pair_eject_hold_names_pairs_with_pci_primaries(tmp_path):
+    text = (HOLD % ("namespace", "acpi", "pci")).replace("hold_eject_ms: 3000", "hold_eject_ms: {net0: 2000}")
+    assert load_scenario(_write(tmp_path, text)).steps[1].longest_hold_ms() == 2000
+    with pytest.raises(ScenarioError) as e:
+        load_scenario(_write(tmp_path, text.replace("{net0: 2000}", "{net0: 2000, net7: 100}")))
+    assert e.value.key == "steps[1].hold_eject_ms.net7" and "no pair 'net7' with a pci primary" in e.value.reason
+    with pytest.raises(ScenarioError) as e:
+        load_scenario(_write(tmp_path, text.replace("{net0: 2000}", "{net0: 31000}")))
+    assert "hold_eject_ms 31000 is not shorter than wait_unplug_timeout_s" in e.value.reason
+    with pytest.raises(ScenarioError) as e:
+        load_scenario(_write(tmp_path, text.replace("{net0: 2000}", "{net0: 0}")))
+    assert "hold_eject_ms" in e.value.key
+
+
 @pytest.mark.parametrize("keys, reason", [
     ("source_primaries_after: present, cancel_in: active, expect: cancelled",
      "source_primaries_after looks at the source after a completed migration: it needs expect: completed"),

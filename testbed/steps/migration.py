@@ -134,7 +134,9 @@ def _migrate_once(ctx: RunContext, step: MigrateStep, number: int) -> MigrationR
             ctx, dst, step, step.destination_primaries_before_incoming, "on the destination before its incoming state")
     dst.qmp.execute("migrate-incoming", {"uri": uri})
     if step.hold_eject_ms is not None:
-        guest_eject.arm(ctx.shell(step.vm), step.hold_eject_ms)
+        hold = step.hold_eject_ms
+        guest_eject.arm(ctx.shell(step.vm), {ctx.plan(step.vm).pair(name).pair.mac: ms for name, ms in hold.items()}
+                        if isinstance(hold, dict) else hold)
     src_cursor, dst_cursor = src.events.cursor(), dst.events.cursor()
     started = ctx.clock.now()
     entry.started_s = round(started, 3)
@@ -217,6 +219,9 @@ def migrate(ctx: RunContext, step: MigrateStep) -> dict[str, Any]:
         if entry.status != "completed":
             break
     last = entries[-1]
+    held = {}
+    if isinstance(step.hold_eject_ms, dict) and step.vm in ctx.shells:
+        held = {"guest_ejects": guest_eject.ejects(ctx.shells[step.vm])}
     if last.status != step.expect or (step.expect == "completed" and len(entries) < step.count):
         raise StepFailed(f"{step.vm}: migration {last.number} ended {last.status!r} "
                          f"(cancelled by {last.cancelled_by}), expected {step.expect!r}; statuses "
@@ -225,7 +230,7 @@ def migrate(ctx: RunContext, step: MigrateStep) -> dict[str, Any]:
     return {"migrations": [{k: getattr(e, k) for k in ("number", "mode", "transport", "status", "total_time_ms",
                                                    "downtime_ms", "wait_unplug_ms", "ram_mbps", "cancelled_by")}
                            for e in entries],
-            "status": last.status, "wait_unplug_ms": last.wait_unplug_ms,
+            "status": last.status, "wait_unplug_ms": last.wait_unplug_ms, **held,
             **({"destination_warnings": last.destination_warnings} if last.destination_warnings else {}),
             **({"destination_said": said} if (said := destination_said(last)) else {})}
 
