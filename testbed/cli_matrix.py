@@ -59,7 +59,8 @@ def add_matrix_parser(sub: Any) -> None:
                     help="a QEMU binary (repeat; `default`: the system's)")
     mx.add_argument("--kernel", action="append", default=[], metavar="KERNEL",
                     help="a guest kernel (repeat): debian:SUITE for Debian's kernel from that suite of the image "
-                         "recipe (debian:bookworm is 6.1, debian:bookworm-backports 6.12), BZIMAGE:MODULES_DIR for "
+                         "recipe (debian:bookworm is 6.1, debian:bookworm-backports 6.12) or debian:trixie (its 6.12 "
+                         "kernel under the recipe's userland), BZIMAGE:MODULES_DIR for "
                          "your own build, or `default` (the recipe's)")
     mx.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="template variable")
     mx.add_argument("--emit", choices=["github"], help="print the combinations as a GitHub Actions job matrix")

@@ -42,14 +42,21 @@ def debian_mirror(known: Path | None = None) -> str:
 class PrivateApt:
     """apt-get/apt-cache against the recipe's suites only, independent of the host's sources and pins."""
 
-    def __init__(self, root: Path, mirror: str, suites: list[str]):
+    def __init__(self, root: Path, mirror: str, suites: list[str], kernel_only: list[str] | None = None):
+        """kernel_only: suites that are seen at pin 100 (as backports are), so that no userland package
+        comes from them unless asked for by release, and that mmdebstrap never gets
+        (`userland_lines`)."""
         self.root = root
         self.mirror = mirror
         self.suites = suites
         for d in ("lists/partial", "archives/partial", "prefs.d", "sources.d"):
             (root / d).mkdir(parents=True, exist_ok=True)
         (root / "status").touch()
-        self.sources_lines = [f"deb [signed-by={KEYRING}] {mirror} {s} main" for s in suites]
+        self.userland_lines = [f"deb [signed-by={KEYRING}] {mirror} {s} main" for s in suites]
+        self.sources_lines = self.userland_lines + [f"deb [signed-by={KEYRING}] {mirror} {s} main"
+                                                    for s in kernel_only or []]
+        write_whole(root / "prefs", "".join(f"Package: *\nPin: release n={s}\nPin-Priority: 100\n\n"
+                                            for s in kernel_only or []))
         # runs (and pytest-xdist workers) that start together all write it while another's apt-cache reads it
         write_whole(root / "sources.list", "\n".join(self.sources_lines) + "\n")
 

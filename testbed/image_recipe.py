@@ -59,6 +59,9 @@ class ImageRecipe(BaseModel):
     # A VM's RAM when its scenario does not say (the image is unpacked into half of it,
     # testbed.guest_memory).
     memory_mib: int = 512
+    # Suites whose kernel alone the image takes (`--kernel debian:trixie`), never their userland:
+    # set by with_kernel_suite, not by a recipe file.
+    kernel_only_suites: list[str] = []
 
     def overlay_paths(self, recipe_path: Path) -> list[tuple[Path, str]]:
         out = []
@@ -77,13 +80,21 @@ def default_memory_mib(flavour: str) -> int:
     return ImageRecipe.load(recipe_for(flavour)).memory_mib
 
 
+# Suites whose kernel (the image package and its modules, which is all the image takes of a kernel)
+# runs under the recipe's own userland: trixie's is 6.12, like bookworm-backports'.
+KERNEL_ONLY_SUITES = ("trixie",)
+
+
 def with_kernel_suite(recipe: ImageRecipe, suite: str | None) -> ImageRecipe:
     """The recipe with Debian's kernel from another of its suites: `bookworm` gives 6.1 and
-    `bookworm-backports` 6.12, with the same userland."""
+    `bookworm-backports` 6.12, with the same userland; or from a suite it takes the kernel alone
+    from (trixie: its apt sees that suite at a low pin, and mmdebstrap never sees it)."""
     if suite is None:
         return recipe
     suites = [recipe.suite, *recipe.extra_suites]
-    if suite not in suites:
-        raise TestbedError(f"Debian kernel suite {suite!r}: the image recipe has {suites} (a kernel from "
-                           f"another release would need that release's userland too)")
-    return recipe.model_copy(update={"kernel_package": f"linux-image-amd64/{suite}"})
+    if suite in suites:
+        return recipe.model_copy(update={"kernel_package": f"linux-image-amd64/{suite}"})
+    if suite in KERNEL_ONLY_SUITES:
+        return recipe.model_copy(update={"kernel_package": f"linux-image-amd64/{suite}", "kernel_only_suites": [suite]})
+    raise TestbedError(f"Debian kernel suite {suite!r}: the image recipe has {suites}, and takes the kernel alone "
+                       f"from {list(KERNEL_ONLY_SUITES)}")

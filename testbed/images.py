@@ -232,7 +232,7 @@ def _build(recipe: ImageRecipe, recipe_path: Path, apt: PrivateApt, resolved: Re
     mode = "root" if os.geteuid() == 0 else "unshare"
     _run(["mmdebstrap", "--quiet", f"--mode={mode}", f"--variant={recipe.variant}",
           "--include=" + ",".join(recipe.packages), "--format=directory",
-          recipe.suite, str(tree), *apt.sources_lines])
+          recipe.suite, str(tree), *apt.userland_lines])
     for rel in recipe.prune:
         p = tree / rel
         if p.is_dir() and not p.is_symlink():
@@ -247,9 +247,11 @@ def _build(recipe: ImageRecipe, recipe_path: Path, apt: PrivateApt, resolved: Re
         kdir.mkdir()
         deb = apt.download(f"{resolved.kernel_image_package}={version}", kdir)
         _run(["dpkg-deb", "-x", str(deb), str(kdir / "x")])
-        (release,) = [p.name for p in (kdir / "x" / "lib" / "modules").iterdir()]
+        # trixie's kernel packages put the modules under /usr/lib (merged /usr), bookworm's under /lib
+        modules = next(p for p in (kdir / "x" / "usr" / "lib" / "modules", kdir / "x" / "lib" / "modules") if p.is_dir())
+        (release,) = [p.name for p in modules.iterdir()]
         shutil.copy2(kdir / "x" / "boot" / f"vmlinuz-{release}", out / "vmlinuz")
-        modules_src = kdir / "x" / "lib" / "modules" / release
+        modules_src = modules / release
     else:
         release = local_kernel.modules_dir.name
         shutil.copy2(local_kernel.bzimage, out / "vmlinuz")
@@ -293,7 +295,9 @@ def ensure_image(recipe_path: Path = DEFAULT_RECIPE, local_kernel: LocalKernel |
         recipe_path = recipe_for(flavour)
     recipe = with_kernel_suite(ImageRecipe.load(recipe_path), kernel_suite)
     mirror = debian_mirror(known=cache / "apt" / "mirror")
-    apt = PrivateApt(cache / "apt", mirror, [recipe.suite, *recipe.extra_suites])
+    # a kernel-only suite gets an apt root of its own: the shared one's sources stay the recipes'
+    root = cache / "apt" if not recipe.kernel_only_suites else cache / f"apt+{'+'.join(recipe.kernel_only_suites)}"
+    apt = PrivateApt(root, mirror, [recipe.suite, *recipe.extra_suites], recipe.kernel_only_suites)
     write_whole(apt.root / "mirror", mirror + "\n")
     with FileLock(str(cache / "apt.lock"), timeout=600):
         resolved = resolve(recipe, apt, local_kernel)

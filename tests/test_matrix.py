@@ -30,8 +30,22 @@ def test_a_debian_kernel_comes_from_one_of_the_recipes_suites():
     recipe = ImageRecipe.load(DEFAULT_RECIPE)
     assert with_kernel_suite(recipe, "bookworm").kernel_package == "linux-image-amd64/bookworm"
     assert with_kernel_suite(recipe, None) == recipe
-    with pytest.raises(TestbedError, match="Debian kernel suite 'trixie': the image recipe has"):
-        with_kernel_suite(recipe, "trixie")
+    assert with_kernel_suite(recipe, "bookworm").kernel_only_suites == []
+    # trixie: its kernel alone, under the recipe's bookworm userland
+    trixie = with_kernel_suite(recipe, "trixie")
+    assert (trixie.kernel_package, trixie.kernel_only_suites, trixie.suite) == \
+        ("linux-image-amd64/trixie", ["trixie"], "bookworm")
+    with pytest.raises(TestbedError, match="Debian kernel suite 'sid': the image recipe has .* and takes the "
+                                           "kernel alone from \\['trixie'\\]"):
+        with_kernel_suite(recipe, "sid")
+
+
+def test_a_kernel_only_suite_is_pinned_low_and_kept_from_mmdebstrap(tmp_path):
+    from testbed.debian_apt import PrivateApt
+    apt = PrivateApt(tmp_path, "http://deb.debian.org/debian", ["bookworm"], ["trixie"])
+    assert [line.split()[-2] for line in apt.sources_lines] == ["bookworm", "trixie"]
+    assert [line.split()[-2] for line in apt.userland_lines] == ["bookworm"]
+    assert "Pin: release n=trixie\nPin-Priority: 100" in (tmp_path / "prefs").read_text()
 
 
 def test_merge_joins_slices_and_refuses_what_is_not_a_result(tmp_path):

@@ -57,26 +57,31 @@ def test_matrix_slices_over_a_debian_suite_kernel_and_a_user_kernel_merge_into_o
     bzimage, modules = other_kernel
     zoo_19 = REPO / "scenarios" / "zoo" / "zoo-19-mac-change-refused.yaml"
     system_qemu, user = shutil.which("qemu-system-x86_64"), f"{bzimage}:{modules}"
-    axes = [zoo_19, "--qemu", system_qemu, "--kernel", "debian:bookworm", "--kernel", user]
+    axes = [zoo_19, "--qemu", system_qemu, "--kernel", "debian:bookworm", "--kernel", user,
+            "--kernel", "debian:trixie"]
     emitted = _matrix(*axes, "--emit", "github")
     assert emitted.returncode == 0, emitted.stderr
     jobs = json.loads(emitted.stdout)["include"]
     assert [(j["index"], j["qemu"], j["kernel"]) for j in jobs] == [(0, system_qemu, "debian:bookworm"),
-                                                                      (1, system_qemu, user)]
+                                                                      (1, system_qemu, user),
+                                                                      (2, system_qemu, "debian:trixie")]
     for job in jobs:
         done = _matrix(*axes, "--only", job["index"], "--json", tmp_path / f"slice{job['index']}.json",
                        "--artifacts", tmp_path / f"art{job['index']}")
         assert done.returncode == 0, done.stdout + done.stderr
-    merged = _matrix("merge", tmp_path / "slice1.json", tmp_path / "slice0.json", "--json", tmp_path / "all.json",
-                     "--html", tmp_path / "all.html")
+    merged = _matrix("merge", tmp_path / "slice1.json", tmp_path / "slice0.json", tmp_path / "slice2.json",
+                     "--json", tmp_path / "all.json", "--html", tmp_path / "all.html")
     assert merged.returncode == 0, merged.stderr
     rows = json.loads((tmp_path / "all.json").read_text())["rows"]
-    assert sorted(r["kernel"] for r in rows) == sorted(["debian:bookworm", user])
-    # bookworm's suite kernel and the unpacked one are the same 6.1 build, not the recipe's 6.12
-    assert {r["guest_kernel"] for r in rows} == {modules.name}
+    assert sorted(r["kernel"] for r in rows) == sorted(["debian:bookworm", user, "debian:trixie"])
+    # bookworm's suite kernel and the unpacked one are the same 6.1 build, not the recipe's 6.12;
+    # trixie's is its own 6.12 build, under the recipe's bookworm userland
+    by_kernel = {r["kernel"]: r["guest_kernel"] for r in rows}
+    assert by_kernel["debian:bookworm"] == by_kernel[user] == modules.name
+    assert by_kernel["debian:trixie"].startswith("6.12.") and by_kernel["debian:trixie"].endswith("+deb13-amd64")
     assert {r["outcome"] for r in rows} == {"reproduced"}
     assert len({r["qemu_version"] for r in rows}) == 1 and rows[0]["qemu_version"]
     assert all(r["figures"]["pairs_ready_s"] > 0 and "Operation not supported" in r["evidence"] for r in rows)
     assert "zoo-19-mac-change-refused" in merged.stdout and "reproduced" in merged.stdout
     page = (tmp_path / "all.html").read_text()
-    assert page.count("<tr>") == 3 and page.count(f"<td>{modules.name}</td>") == 2
+    assert page.count("<tr>") == 4 and page.count(f"<td>{modules.name}</td>") == 2
