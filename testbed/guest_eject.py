@@ -29,8 +29,8 @@ STOP_JOB = f"[ -e {PID_FILE} ] && kill $(cat {PID_FILE}) 2>/dev/null; rm -f {PID
 
 
 # The ACPI hot-plug slot (acpiphp, /sys/bus/pci/slots) of the primary with MAC $1: the netdev with
-# that MAC whose device is bound to a driver other than virtio_net (the standby's) is the primary;
-# the failover master has no device.
+# that MAC whose device is bound to a driver other than virtio_net is the primary (the standby's
+# device is virtio_net's, and so is the failover master's, which net_failover gives the standby's).
 SLOT_OF = ('slot_of() { for n in /sys/class/net/*; do [ -e "$n/device/driver" ] || continue; '
            '[ "$(cat "$n/address")" = "$1" ] || continue; '
            '[ "$(basename "$(readlink "$n/device/driver")")" = virtio_net ] && continue; '
@@ -51,7 +51,7 @@ def arm(shell: GuestShell, hold: float | dict[str, float]) -> None:
         done = 0.0
         for n, (mac, ms) in enumerate(sorted(hold.items(), key=lambda item: item[1])):
             slots += f's{n}=$(slot_of {mac}) || exit 1; '
-            ejects += (f"sleep {(ms - done) / 1000:.3f}; if echo 0 > $s{n}/power; then r=ok; else r=failed; fi; "
+            ejects += (f"sleep {(ms - done) / 1000:.3f}; if echo 0 > \"$s{n}/power\"; then r=ok; else r=failed; fi; "
                        f'echo "eject {mac} {uptime} $r" >> {LOG}; ')
             done = ms
     else:
@@ -72,11 +72,15 @@ def arm(shell: GuestShell, hold: float | dict[str, float]) -> None:
 def ejects(shell: GuestShell) -> list[dict[str, object]]:
     """What the job of a per-pair hold did, from its log in the guest: each primary's eject (by MAC),
     how long after QEMU's request it came, and whether the slot's power file took it."""
-    lines = shell.run(["cat", LOG], check=False, timeout=10).stdout.split("\n")
+    try:
+        lines = shell.run(["cat", LOG], check=False, timeout=10).stdout.split("\n")
+    except TestbedError as e:
+        logger.warning("%s: could not read the eject log %s: %s", shell.vm, LOG, e)
+        return []
     request = next((float(line.split()[1]) for line in lines if line.startswith("request ")), None)
     out: list[dict[str, object]] = []
     for line in lines:
-        if line.startswith("eject ") and request is not None:
+        if line.startswith("eject ") and request is not None and len(line.split()) == 4:
             _, mac, at, result = line.split()
             out.append({"mac": mac, "after_request_ms": round((float(at) - request) * 1000, 1), "ok": result == "ok"})
     return out

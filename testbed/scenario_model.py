@@ -16,7 +16,7 @@ from testbed.scenario_checks import (check_captures, check_destination_faults, c
                                      check_host_steps, check_migrations, check_network, check_primary_overrides,
                                      check_steps, check_symptoms, check_unplugged_standbys, check_uplink_steps,
                                      check_vms, first_duplicate)
-from testbed.scenario_hold_checks import check_held_boots
+from testbed.scenario_lifecycle_checks import check_held_boots, check_migrations_into_a_crash
 from testbed.scenario_steps import Step
 from testbed.scenario_values import (MARKER_RE, MAX_KERNEL_ARGS, MAX_MARKERS, MAX_PAIRS_PER_VM,
                                      MAX_PEER_ADDRESSES, MAX_STEPS, MAX_TEXT, MAX_VMS, NAME_RE,
@@ -232,6 +232,7 @@ class Scenario(Strict):
         check_primary_overrides(self.vms, self.steps)
         check_unplugged_standbys(self.steps)
         check_held_boots(self.host.kind.value, self.vms, self.steps)
+        check_migrations_into_a_crash(self.steps)
         return self
 
     def vm(self, name: str) -> VM:

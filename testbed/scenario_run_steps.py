@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from testbed.scenario_step_base import StepBase, VmStep
 from testbed.scenario_values import MAX_PAIRS_PER_VM, MAX_TEXT, Strict
@@ -50,7 +50,7 @@ class MigrateStep(MigrationStepBase):
     # A mapping of pair names holds each pair's primary for its own time (the guest ejects it through
     # its ACPI slot), as qtest migrate/multi/out ejects one primary of two; a primary not named is
     # ejected when the longest hold ends.
-    hold_eject_ms: HoldMs | Annotated[dict[str, HoldMs], Field(max_length=MAX_PAIRS_PER_VM)] | None = None
+    hold_eject_ms: HoldMs | Annotated[dict[str, HoldMs], Field(min_length=1, max_length=MAX_PAIRS_PER_VM)] | None = None
     # Checks of QEMU's side of the VM's plugged primaries (created, or hidden: qom-list), as the
     # qtest's in and out halves make them: on the destination QEMU before its incoming state arrives
     # (QEMU hides a failover primary until STANDBY is seen), and on the source once the migration
@@ -72,10 +72,20 @@ class MigrateStep(MigrationStepBase):
     # its exit in the details, and fails its check when the migration ends with the source alive.
     expect: Literal["completed", "cancelled", "failed", "source-died"] = "completed"
 
+    @field_validator("hold_eject_ms", mode="before")
+    @classmethod
+    def _names_a_pair(cls, value: Any) -> Any:
+        if value == {}:
+            raise ValueError("an empty mapping holds no pair's eject: name pairs, or give one number for all")
+        return value
+
     @model_validator(mode="after")
     def _checks_that_can_run(self) -> "MigrateStep":
         if self.expect == "source-died" and self.count > 1:
             raise ValueError("expect: source-died ends the VM with the first migration: count must be 1")
+        if self.expect == "source-died" and (self.min_wait_unplug_ms is not None or self.max_wait_unplug_ms is not None):
+            raise ValueError("expect: source-died ends the migration with the source: there is no wait-unplug "
+                             "phase to bound")
         if self.source_primaries_after is not None and self.expect != "completed":
             raise ValueError("source_primaries_after looks at the source after a completed migration: it needs "
                              "expect: completed")

@@ -189,7 +189,7 @@ def wait_migration(machine: "QemuMachine", since: int, timeout: float, what: str
         if hit is None:
             if not machine.alive():
                 raise TestbedError(f"{machine.name}: QEMU exited (status {machine.exit_status()}) during {what}; "
-                                   f"statuses {seen}; {machine.stderr_tail(5).strip() or 'nothing on stderr'}")
+                                   f"statuses {seen}; {machine.stderr_tail(5).strip()}")
             if time.monotonic() < deadline:
                 continue
             raise TestbedError(f"{machine.name}: {what} did not finish in {timeout:.0f}s; statuses {seen}")

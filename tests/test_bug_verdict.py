@@ -146,3 +146,12 @@ steps:
     assert e.value.key == "steps[1]" and "count must be 1" in e.value.reason
     path.write_text(path.read_text().replace(", count: 2", ""))
     assert load_scenario(path).steps[1].expect == "source-died"
+    # the VM is gone after it: a later step on it is refused, and there is no wait-unplug to bound
+    path.write_text(path.read_text() + "  - {action: sleep, seconds: 1}\n  - {action: stop, vm: vm1}\n")
+    with pytest.raises(ScenarioError) as e:
+        load_scenario(path)
+    assert e.value.key == "steps[3]" and "uses vm1, which steps[1] (migrate expect: source-died)" in e.value.reason
+    path.write_text(path.read_text().replace("  - {action: stop, vm: vm1}\n", "").replace(
+        "expect: source-died}", "expect: source-died, min_wait_unplug_ms: 10}"))
+    with pytest.raises(ScenarioError, match="no wait-unplug phase to bound"):
+        load_scenario(path)

@@ -101,7 +101,9 @@ def test_a_source_qemu_that_dies_in_the_migration_is_the_reproduced_symptom_zoo_
     QEMU up to 6.0 died on its own: the migrate step passes, its details and the migration's record
     carry the signal, the verdict is `reproduced` (exit 1), and nothing is left behind."""
     artifacts = tmp_path / "art"
-    proc = subprocess.Popen([sys.executable, "-m", "testbed.cli", "run", str(ZOO_16_QEMU), "--quiet",
+    scenario = tmp_path / "zoo-16-then-on.yaml"  # a step after the death: the run goes on without vm1
+    scenario.write_text(ZOO_16_QEMU.read_text() + "  - {action: sleep, seconds: 1}\n")
+    proc = subprocess.Popen([sys.executable, "-m", "testbed.cli", "run", str(scenario), "--quiet",
                              "--artifacts", str(artifacts), "--snapshot", "never"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     events = artifacts / "vm1" / "qmp-events.jsonl"
     deadline = time.monotonic() + 300
@@ -117,6 +119,7 @@ def test_a_source_qemu_that_dies_in_the_migration_is_the_reproduced_symptom_zoo_
     assert report["verdict"] == "reproduced", report["verdict_evidence"]
     migrate = report["steps"][2]
     assert migrate["ok"] and migrate["details"]["status"] == "source-died"
+    assert [s["ok"] for s in report["steps"]] == [True] * 4, report["steps"][-1]
     assert "vm1: QEMU exited (signal 11, SIGSEGV)" in migrate["details"]["error"]
     (migration,) = report["migrations"]
     assert migration["status"] == "source-died" and migration["source_exit"]["signal"] == "SIGSEGV"

@@ -344,6 +344,9 @@ def test_a_per_pair_eject_hold_names_pairs_with_pci_primaries(tmp_path):
     with pytest.raises(ScenarioError) as e:
         load_scenario(_write(tmp_path, text.replace("{net0: 2000}", "{net0: 0}")))
     assert "hold_eject_ms" in e.value.key
+    with pytest.raises(ScenarioError) as e:
+        load_scenario(_write(tmp_path, text.replace("{net0: 2000}", "{}")))
+    assert e.value.key == "steps[1].hold_eject_ms" and "an empty mapping holds no pair's eject" in e.value.reason
 
 
 @pytest.mark.parametrize("keys, reason", [

@@ -4,7 +4,9 @@ destination held at -S before its RESUME, the wait-unplug bounds, and what a fai
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
+from testbed import guest_eject
 from testbed.errors import StepFailed
 from testbed.machine import QemuMachine
 from testbed.report import MigrationRecord
@@ -66,3 +68,16 @@ def check_wait_unplug(step: MigrationStepBase, entries: list[MigrationRecord]) -
         if step.min_wait_unplug_ms is not None and waited < step.min_wait_unplug_ms:
             raise StepFailed(f"{step.vm}: migration {entry.number} waited {waited} ms in wait-unplug for the "
                              f"guest's eject, less than min_wait_unplug_ms {step.min_wait_unplug_ms}")
+
+
+def check_guest_ejects(ctx: RunContext, step: MigrateStep) -> list[dict[str, Any]]:
+    """Every primary a per-pair hold named was ejected by the guest through its slot: one that was
+    not would have gone only when the GPE was unmasked, and the migration would look the same."""
+    assert isinstance(step.hold_eject_ms, dict)
+    ejects = guest_eject.ejects(ctx.shell(step.vm))
+    done = {str(e["mac"]) for e in ejects if e["ok"]}
+    missing = [name for name in step.hold_eject_ms if ctx.plan(step.vm).pair(name).pair.mac not in done]
+    if missing:
+        raise StepFailed(f"{step.vm}: the guest did not eject the primaries of {missing} through their ACPI slots "
+                         f"(its eject log: {ejects})")
+    return ejects

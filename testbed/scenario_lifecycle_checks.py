@@ -1,4 +1,6 @@
-"""The boot step's hold (QEMU left at -S): a held VM runs only once a `cont` starts it."""
+"""Steps that hold a VM or end it: the boot step's hold (QEMU left at -S) needs a `cont` to start
+the VM, and a migration expected to kill its source (expect: source-died) leaves no VM for later
+steps to use."""
 
 from __future__ import annotations
 
@@ -22,3 +24,20 @@ def check_held_boots(host_kind: str, vms: Sequence["VM"], steps: Sequence["StepM
             if not any(later.action == "cont" and getattr(later, "vm") == name for later in steps[i + 1:]):
                 raise KeyedValueError(f"steps[{i}].hold", f"holds {name} before its guest starts, and no later "
                                       f"cont step starts it")
+
+
+def check_migrations_into_a_crash(steps: Sequence["StepModel"]) -> None:
+    for i, step in enumerate(steps):
+        if step.action != "migrate" or getattr(step, "expect") != "source-died":
+            continue
+        vm = getattr(step, "vm")
+        later = next((j for j, s in enumerate(steps[i + 1:], i + 1) if vm in _vm_names(s)), None)
+        if later is not None:
+            raise KeyedValueError(f"steps[{later}]", f"uses {vm}, which steps[{i}] (migrate expect: source-died) "
+                                  "expects to die")
+
+
+def _vm_names(step: "StepModel") -> list[str]:
+    vm_refs, _ = step.references()
+    names = [ref.name for ref in vm_refs]
+    return names + ([step.vm] if isinstance(getattr(step, "vm", None), str) else [])
