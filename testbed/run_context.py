@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import shutil
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from testbed.guest_shell import GuestShell
 from testbed.hosts import Host
 from testbed.images import GuestImage, LocalKernel
 from testbed.machine import QemuMachine
-from testbed.machine_watch import RunWatch
+from testbed.machine_watch import MachineExit, RunWatch
 from testbed.migration_link import MigrationLink
 from testbed.netns import NetworkNamespace
 from testbed.packet_capture import PacketCapture
@@ -145,6 +146,16 @@ class RunContext:
         if not hold:
             machine.cont()
         return machine
+
+    def death_behind_failure(self, grace_s: float = 0.5) -> MachineExit | None:
+        """A step that lost its SSH or QMP connection may notice before the kernel has reaped QEMU:
+        gives a dying VM half a second to show up as dead. The run watch's exit, or None."""
+        deadline = self.clock.now() + grace_s
+        while (dead := self.watch.dead()) is None and self.clock.now() < deadline:
+            if not any(m.watched for m in self.machines.values()):
+                break
+            time.sleep(0.05)
+        return dead
 
     def retire(self, machine: QemuMachine) -> None:
         """Shuts a machine down on purpose (a migration's source, or a destination not taken)."""

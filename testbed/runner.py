@@ -9,7 +9,6 @@ import json
 import logging
 import signal
 import threading
-import time
 import traceback
 from typing import Iterator
 
@@ -47,17 +46,6 @@ def _progress(ctx: RunContext, entry: dict) -> None:
             f.write(json.dumps(entry) + "\n")
     except OSError as e:
         logger.warning("could not append to steps.jsonl: %s", e)
-
-
-def _death_behind_failure(ctx: RunContext, grace_s: float = 0.5):
-    """A step that lost its SSH or QMP connection may notice before the kernel has reaped QEMU:
-    give a dying VM half a second to show up as dead."""
-    deadline = ctx.clock.now() + grace_s
-    while (dead := ctx.watch.dead()) is None and ctx.clock.now() < deadline:
-        if not any(m.watched for m in ctx.machines.values()):
-            break
-        time.sleep(0.05)
-    return dead
 
 
 def _sigterm_as_interrupt(signum, frame):
@@ -100,7 +88,7 @@ class LiveRun:
             ctx.deadline = None
             record.ended_s = round(ctx.clock.now(), 3)
         if not record.ok:
-            dead = _death_behind_failure(ctx)
+            dead = ctx.death_behind_failure()
             if dead is not None:
                 record.check_failed = False
             if dead is not None and not record.error.startswith(dead.describe()):

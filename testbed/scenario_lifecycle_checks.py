@@ -31,13 +31,8 @@ def check_migrations_into_a_crash(steps: Sequence["StepModel"]) -> None:
         if step.action != "migrate" or getattr(step, "expect") != "source-died":
             continue
         vm = getattr(step, "vm")
-        later = next((j for j, s in enumerate(steps[i + 1:], i + 1) if vm in _vm_names(s)), None)
+        later = next((j for j, s in enumerate(steps[i + 1:], i + 1) if vm in [r.name for r in s.references()[0]]),
+                     None)
         if later is not None:
             raise KeyedValueError(f"steps[{later}]", f"uses {vm}, which steps[{i}] (migrate expect: source-died) "
                                   "expects to die")
-
-
-def _vm_names(step: "StepModel") -> list[str]:
-    vm_refs, _ = step.references()
-    names = [ref.name for ref in vm_refs]
-    return names + ([step.vm] if isinstance(getattr(step, "vm", None), str) else [])

@@ -95,7 +95,6 @@ class MigrateStep(MigrationStepBase):
                              f"{self.wait_unplug_timeout_s:g} s: the testbed would cancel the migration first")
         return self
 
-
     def longest_hold_ms(self) -> float:
         hold = self.hold_eject_ms
         return max(hold.values()) if isinstance(hold, dict) else (hold or 0.0)

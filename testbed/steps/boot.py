@@ -136,10 +136,10 @@ def boot(ctx: RunContext, step: BootStep) -> dict[str, Any]:
         timings.update(warm.report())
         ctx.report.vms[name].boot = timings
         details[name] = timings
-        pairs = timings.get("pairs_ready_s")
         if step.hold:
             logger.info("%s: held at -S until a cont step", name)
             continue
+        pairs = timings.get("pairs_ready_s")
         logger.info("%s: %s, SSH after %ss, %s", name, timings["start"],
                     timings["ssh_ready_s"], "pairs not waited for" if pairs is None else f"pairs after {pairs}s")
     return details

@@ -4,7 +4,6 @@ sequence (UNPLUG_PRIMARY, wait-unplug, and FAILOVER_NEGOTIATED on the destinatio
 from __future__ import annotations
 
 import logging
-import time
 from pathlib import Path
 from typing import Any
 
@@ -187,11 +186,7 @@ def _migrate_into_a_crash(ctx: RunContext, step: MigrateStep) -> dict[str, Any]:
     try:
         entry = _migrate_once(ctx, step, 0)
     except TestbedError as e:
-        # a QMP command may see the connection drop before the kernel has reaped QEMU
-        deadline = ctx.clock.now() + 0.5
-        while src.alive() and ctx.clock.now() < deadline:
-            time.sleep(0.05)
-        exit = ctx.watch.dead()
+        exit = ctx.death_behind_failure()
         if exit is None or src.alive() or exit.vm != src.name or not exit.signal or exit.panic or exit.guest_shutdown:
             raise
         ctx.watch.forgive(exit)
