@@ -18,11 +18,12 @@ class PairsCheck:
     everything is as expected). `last` keeps the netdevs of the latest reading for the report.
     settle: wait for udev's queue first, so that a passing reading has the final names.
 
-    A check that is called again after a failed reading blocks in the guest until the netdevs change
-    (or CHANGE_WITHIN_S passed): polling with full listings took the CPU of the one-vCPU TCG guest
-    whose boot or re-plug was being waited for (see docs/images.md)."""
+    Every reading after the first blocks in the guest until the netdevs differ from the previous
+    reading (or CHANGE_WITHIN_S passed): polling with full listings took the CPU of the one-vCPU TCG
+    guest whose boot or re-plug was being waited for (see docs/images.md). With settle, a reading
+    whose `udevadm settle` timed out is a failed one: the names may still change."""
 
-    CHANGE_WITHIN_S = 2
+    CHANGE_WITHIN_S = 2  # whole seconds (the guest's shell counts them)
 
     def __init__(self, shell: GuestShell, pairs: list[PairPlan], expect: Callable[[PairPlan], Expectation],
                  settle: bool = False):
@@ -32,15 +33,18 @@ class PairsCheck:
 
     def __call__(self) -> str | None:
         argv = ["/usr/lib/testbed/netdevs", "--since", self._signature, "--within", str(self.CHANGE_WITHIN_S)]
-        result = self.shell.run(argv + (["--settle"] if self.settle else []), timeout=20 + self.CHANGE_WITHIN_S,
-                                check=False)
+        # the blocking, settle's own 5 s, then the listing, which had 20 s on its own
+        result = self.shell.run(argv + (["--settle"] if self.settle else []),
+                                timeout=self.CHANGE_WITHIN_S + 5 + 20, check=False)
         if result.exit_status != 0:
             self._signature = "-"
             if result.exit_status == 3:  # its udevadm settle timed out: the names may still change
                 return "udev is still busy (udevadm settle did not return)"
             raise TestbedError(f"{self.shell.vm}: netdevs exited {result.exit_status}: {result.stderr.strip()}")
         head, _, listing = result.stdout.partition("\n")
-        self._signature = head.split("\t")[1] if head.startswith("sig\t") else "-"
+        if not head.startswith("sig\t") or not head[4:]:
+            raise TestbedError(f"{self.shell.vm}: netdevs printed no signature first: {result.stdout[:200]!r}")
+        self._signature = head[4:]
         self.last = parse_netdevs(listing)
         problems = [problem for p in self.pairs for problem in pair_problems(self.last, p, self.expect(p))]
         return explain(problems, self.last) if problems else None
