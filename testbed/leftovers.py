@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from testbed.netns import HOLDER_CODE
+
 
 def _processes():
     for entry in Path("/proc").iterdir():
@@ -22,23 +24,37 @@ def qemu_processes(marker: str) -> list[tuple[int, str]]:
             if argv and "qemu-system" in os.path.basename(argv[0]) and any(marker in a for a in argv)]
 
 
-def processes_in_netns(inode: int) -> list[tuple[int, str]]:
+def processes_in_netns(inode: int, with_argv: bool = False) -> list:
     found = []
     for pid, argv in _processes():
         try:
             if os.stat(f"/proc/{pid}/ns/net").st_ino == inode:
-                found.append((pid, " ".join(argv)[:200]))
+                found.append((pid, " ".join(argv)[:200], argv) if with_argv else (pid, " ".join(argv)[:200]))
         except OSError:
             continue
     return found
 
 
+def is_namespace_holder(argv: list[str]) -> bool:
+    return HOLDER_CODE in argv
+
+
 def run_leftovers(artifacts_dir: Path) -> list[str]:
-    """Everything of the run in artifacts_dir still alive; empty when it cleaned up completely."""
+    """Everything of the run in artifacts_dir still alive; empty when it cleaned up completely.
+
+    The kernel reuses a freed namespace's inode number at once, so under pytest-xdist another run's
+    new namespace can carry this run's old inode. Each namespace is made by exactly one holder
+    process (netns.py), so a namespace whose holder is not this run's (recorded with the inode) is
+    another run's, and skipped."""
     problems = [f"QEMU pid {pid} still running: {cmd}" for pid, cmd in qemu_processes(str(artifacts_dir))]
     inode_file = artifacts_dir / "netns-inode"
     if inode_file.exists():
-        for inode in map(int, inode_file.read_text().split()):
-            problems += [f"pid {pid} still in the run's namespace {inode}: {cmd}"
-                         for pid, cmd in processes_in_netns(inode)]
+        for line in inode_file.read_text().splitlines():
+            if not line.strip():
+                continue
+            inode, *holder = map(int, line.split())
+            found = processes_in_netns(inode, with_argv=True)
+            if holder and any(is_namespace_holder(argv) and pid != holder[0] for pid, _, argv in found):
+                continue
+            problems += [f"pid {pid} still in the run's namespace {inode}: {cmd}" for pid, cmd, _ in found]
     return problems

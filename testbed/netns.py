@@ -16,7 +16,7 @@ import sys
 from testbed.errors import TestbedError
 from testbed.procutil import spawn
 
-_HOLDER = "import sys; sys.stdout.write('ready\\n'); sys.stdout.flush(); sys.stdin.read()"
+HOLDER_CODE = "import sys; sys.stdout.write('ready\\n'); sys.stdout.flush(); sys.stdin.read()"
 
 
 class NetworkNamespace:
@@ -30,7 +30,7 @@ class NetworkNamespace:
         # are root, which is enough for taps and bridges.
         user_ns = os.geteuid() != 0
         unshare = ["unshare", "--net"] + (["--user", "--map-root-user"] if user_ns else [])
-        holder = spawn([*unshare, "--", sys.executable, "-c", _HOLDER],
+        holder = spawn([*unshare, "--", sys.executable, "-c", HOLDER_CODE],
                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         assert holder.stdout is not None
         ready, _, _ = select.select([holder.stdout], [], [], 10)

@@ -138,7 +138,8 @@ def live_run(scenario: Scenario, options: RunOptions) -> Iterator[LiveRun]:
             if pairs := dhcp_pairs(scenario.vms):
                 dhcp = DhcpServer.start(host.peer, PEER_IFNAME, pairs, options.artifacts_dir, clock)
                 stack.callback(_record_dhcp, dhcp, report)
-            (options.artifacts_dir / "netns-inode").write_text(f"{host.netns.inode}\n{host.peer.inode}\n")
+            (options.artifacts_dir / "netns-inode").write_text(  # each with its holder (testbed.leftovers)
+                f"{host.netns.inode} {host.netns.pid}\n{host.peer.inode} {host.peer.pid}\n")
             ctx = RunContext(scenario, plans, image, qemu, accel, host, clock, options, report, images)
             for machine in host.watched_machines():  # first: its death explains its guests'
                 ctx.watch.add(machine)

@@ -11,6 +11,7 @@ import pytest
 
 from testbed.artifacts import SCRATCH_PREFIX, sweep_dead_scratch
 from testbed.leftovers import run_leftovers
+from testbed.netns import NetworkNamespace
 
 REPO = Path(__file__).parent.parent
 pytestmark = pytest.mark.guest
@@ -63,3 +64,20 @@ def test_sigkill_of_the_testbed_takes_qemu_and_the_namespace_with_it(tmp_path):
     assert left, "expected the killed run's socket directory"
     assert set(left) <= set(sweep_dead_scratch())
     assert not any(p.exists() for p in left)
+
+
+def test_a_namespace_that_reuses_the_runs_inode_is_not_counted_as_the_runs(tmp_path):
+    """The kernel hands a freed namespace's inode number to the next one made, so under xdist
+    another run's namespace can carry this run's old inode: it has a holder that is not this run's."""
+    other = NetworkNamespace.create()
+    try:
+        record = tmp_path / "netns-inode"
+        record.write_text(f"{other.inode} {other.pid + 100000}\n")  # this run's record: another holder
+        assert run_leftovers(tmp_path) == []
+        record.write_text(f"{other.inode} {other.pid}\n")            # the run's own holder, still alive
+        assert [f"pid {other.pid} still in the run's namespace {other.inode}"] == \
+            [left.split(":")[0] for left in run_leftovers(tmp_path)]
+        record.write_text(f"{other.inode}\n")                        # no holder recorded: counted
+        assert len(run_leftovers(tmp_path)) == 1
+    finally:
+        other.close()
