@@ -24,19 +24,15 @@ def qemu_processes(marker: str) -> list[tuple[int, str]]:
             if argv and "qemu-system" in os.path.basename(argv[0]) and any(marker in a for a in argv)]
 
 
-def processes_in_netns(inode: int, with_argv: bool = False) -> list:
+def processes_in_netns(inode: int) -> list[tuple[int, list[str]]]:
     found = []
     for pid, argv in _processes():
         try:
             if os.stat(f"/proc/{pid}/ns/net").st_ino == inode:
-                found.append((pid, " ".join(argv)[:200], argv) if with_argv else (pid, " ".join(argv)[:200]))
+                found.append((pid, argv))
         except OSError:
             continue
     return found
-
-
-def is_namespace_holder(argv: list[str]) -> bool:
-    return HOLDER_CODE in argv
 
 
 def run_leftovers(artifacts_dir: Path) -> list[str]:
@@ -53,8 +49,8 @@ def run_leftovers(artifacts_dir: Path) -> list[str]:
             if not line.strip():
                 continue
             inode, *holder = map(int, line.split())
-            found = processes_in_netns(inode, with_argv=True)
-            if holder and any(is_namespace_holder(argv) and pid != holder[0] for pid, _, argv in found):
+            found = processes_in_netns(inode)
+            if holder and any(HOLDER_CODE in argv and pid != holder[0] for pid, argv in found):
                 continue
-            problems += [f"pid {pid} still in the run's namespace {inode}: {cmd}" for pid, cmd, _ in found]
+            problems += [f"pid {pid} still in the run's namespace {inode}: {' '.join(argv)[:200]}" for pid, argv in found]
     return problems
