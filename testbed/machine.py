@@ -11,7 +11,7 @@ from pathlib import Path
 
 from testbed.clock import RunClock
 from testbed.errors import TestbedError
-from testbed.machine_watch import serial_text
+from testbed.machine_watch import MachineDied, read_exit, serial_text
 from testbed.images import GuestImage
 from testbed.netns import NetworkNamespace
 from testbed.plan import MachinePlan
@@ -132,7 +132,9 @@ class QemuMachine:
         as it comes up; connecting to SSH before its marker only earns slirp's SYN back-off."""
         def check() -> str | None:
             if not self.alive():
-                raise TestbedError(f"{self.name}: QEMU exited before {marker!r}\n{self.stderr_tail()}")
+                # described as the run's watch describes a death (signal, QEMU's last words), which a
+                # host VM's own boot, not yet watched, would otherwise miss
+                raise MachineDied(read_exit(self), f"{marker!r} on its serial console")
             text = self._console_text(after)
             if marker in text:
                 return None

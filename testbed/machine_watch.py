@@ -115,11 +115,12 @@ def _culprit(machine: WatchedMachine) -> WatchedMachine:
 
 
 class MachineDied(TestbedError):
-    """A VM's QEMU exited while the run still needed it."""
+    """A VM's QEMU exited while the run still needed it. waiting_for: what the wait that noticed was
+    for, when it was not the run's watch (a machine's own boot, before the watch has it)."""
 
-    def __init__(self, exit: MachineExit):
+    def __init__(self, exit: MachineExit, waiting_for: str | None = None):
         self.exit = exit
-        super().__init__(exit.describe())
+        super().__init__(exit.describe() + (f", while waiting for {waiting_for}" if waiting_for else ""))
 
 
 class RunWatch:

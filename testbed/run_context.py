@@ -69,6 +69,9 @@ class RunContext:
     # unplugged by a step; a migration's destination is made without them too
     absent_devices: dict[str, set[str]] = field(default_factory=dict)
     held_boots: dict[str, BootStep] = field(default_factory=dict)  # VM -> its boot step, until its cont
+    # each step's start on the run clock, unrounded: the report's started_s is rounded to the ms, and
+    # an event less than 0.5 ms after a step's start (QEMU's RESUME after a cont) would fall before it
+    step_starts: list[float] = field(default_factory=list)
     captures: dict[str, PacketCapture] = field(default_factory=dict)  # start-capture's tcpdumps
     migration_link: MigrationLink | None = None  # made by the first `migrate transport: tcp`
     down_requested: bool = False  # a person said `testbed down` while the run was held

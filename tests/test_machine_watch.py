@@ -79,6 +79,12 @@ def test_an_aborted_qemu_is_reported_with_its_assertion():
     from testbed.pytest_plugin import HOST_VM_KNOWN_FLAKES
     error = f"step 11 (plug-primary) failed: {died.describe()} during step 11 (plug-primary)"
     assert any(re.search(p, error) for p in HOST_VM_KNOWN_FLAKES)
+    # the same abort during the host VM's own boot, before the run's watch has it (machine.py's
+    # console wait): described the same way, so it gets the same rerun
+    from testbed.machine_watch import MachineDied
+    booting = str(MachineDied(died, "'testbed: host ssh up' on its serial console"))
+    assert booting == died.describe() + ", while waiting for 'testbed: host ssh up' on its serial console"
+    assert any(re.search(p, f"error: {booting}") for p in HOST_VM_KNOWN_FLAKES)
     for other in (killed.describe(), died.describe().replace("host:", "vm1:"),
                   "host: QEMU exited (signal 6, SIGABRT; QEMU said: hw/pci/pci.c:1: foo: Assertion `x' failed.)"):
         assert not any(re.search(p, other) for p in HOST_VM_KNOWN_FLAKES), other

@@ -33,7 +33,7 @@ def _brief(events: list[SeenEvent]) -> str:
 
 @handles(CheckEventsStep)
 def check_events(ctx: RunContext, step: CheckEventsStep) -> dict[str, Any]:
-    since_s = ctx.report.steps[step.since_step].started_s
+    since_s = ctx.step_starts[step.since_step]
     events = vm_events(ctx, step.vm, since_s)
     found, problem = match_sequence(step.sequence, events)
     problems = [problem] if problem else []
@@ -41,7 +41,7 @@ def check_events(ctx: RunContext, step: CheckEventsStep) -> dict[str, Any]:
     if problems:
         raise StepFailed(f"{step.vm}: {'; '.join(problems)}. Its QEMUs' events since step {step.since_step}: "
                          f"{_brief(events) or 'none'}")
-    return {"matched": [e.as_dict() for e in found], "events_seen": len(events), "since_s": since_s}
+    return {"matched": [e.as_dict() for e in found], "events_seen": len(events), "since_s": round(since_s, 3)}
 
 
 @handles(QmpStep)
