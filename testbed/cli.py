@@ -18,6 +18,7 @@ from testbed.artifacts import new_artifacts_dir
 from testbed.bug_verdict import Verdict, exit_status
 from testbed.errors import ScenarioError, TestbedError
 from testbed.cloud_seed import with_seed
+from testbed.kexec_disk import with_kexec_disk
 from testbed.image_recipe import DEFAULT_FLAVOUR, flavours
 from testbed.images import LocalKernel, ensure_image
 from testbed.plan import absent_at_boot, plan_machines
@@ -55,6 +56,8 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
         qemu = args.qemu or "qemu-system-x86_64"
         for plan in plan_machines(scenario):
             plan = with_seed(plan, Path("<artifacts>"), make=False)
+            plan = with_kexec_disk(plan, scenario.steps, Path("<kernel>"), Path("<initrd>"), Path("<artifacts>"),
+                                   make=False)
             files = LaunchFiles(Path("<kernel>"), Path("<initrd>"), Path(f"<artifacts>/{plan.name}/serial.log"), 3)
             # a host VM's VFs are assigned at launch: a placeholder where each one's address goes
             vfs = {(plan.name, plan.slot, p.pair.name): "<VF of the host VM's PF>" for p in plan.pairs}

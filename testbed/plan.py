@@ -62,6 +62,9 @@ class MachinePlan:
     # A read-only disk for the guest: a cloud-init guest's NoCloud seed (testbed.cloud_seed), made at
     # set-up; every QEMU of the VM (a migration's destination too) has it.
     seed_disk: Path | None = None
+    # A read-only disk with the guest's kernel and initrd, for a reset that boots them with other
+    # arguments (testbed.kexec_disk); every QEMU of the VM has it.
+    kexec_disk: Path | None = None
 
     @property
     def name(self) -> str:
@@ -95,6 +98,8 @@ class MachinePlan:
             args.append("testbed.addr=" + ",".join(addrs))
         if self.vm.netconfig is not None:
             args.append(f"testbed.netconfig={self.vm.netconfig}")
+        if self.kexec_disk is not None:
+            args.append("testbed.kexec_disk")
         return args + list(self.vm.kernel_args)
 
 

@@ -5,10 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from testbed.kexec_disk import SERIAL as KEXEC_SERIAL
 from testbed.plan import MachinePlan, NicPlan, PairPlan
 
 FIRST_ROOT_PORT_SLOT = 3
 SEED_DISK_SLOT = "0x1e"  # on pcie.0, clear of the root ports and of q35's ICH9 functions at 0x1f
+KEXEC_DISK_SLOT = "0x1d"
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,8 @@ def standby_props(pair: PairPlan) -> dict[str, object]:
         props["failover"] = True
     if pair.pair.standby.legacy_virtio:
         props.update({"disable-legacy": False, "disable-modern": True})
+    elif pair.pair.standby.transitional:
+        props["disable-legacy"] = False
     return props
 
 
@@ -101,6 +105,11 @@ def build_argv(qemu: str, plan: MachinePlan, files: LaunchFiles, accel: str,
         argv += ["-drive", _opts("if=none", {"id": "seed", "file": plan.seed_disk, "format": "raw",
                                               "readonly": True}),
                  "-device", _opts("virtio-blk-pci", {"drive": "seed", "bus": "pcie.0", "addr": SEED_DISK_SLOT})]
+    if plan.kexec_disk is not None:
+        argv += ["-drive", _opts("if=none", {"id": "kexec", "file": plan.kexec_disk, "format": "raw",
+                                              "readonly": True}),
+                 "-device", _opts("virtio-blk-pci", {"drive": "kexec", "serial": KEXEC_SERIAL, "bus": "pcie.0",
+                                                     "addr": KEXEC_DISK_SLOT})]
     for i, port in enumerate(plan.root_ports):
         argv += ["-device", _opts("pcie-root-port", {"id": port, "bus": "pcie.0", "chassis": i + 1,
                                                      "addr": hex(FIRST_ROOT_PORT_SLOT + i)})]

@@ -10,6 +10,7 @@ import logging
 import signal
 import threading
 import traceback
+from pathlib import Path
 from typing import Iterator
 
 from testbed.artifacts import check_room, make_scratch_dir, sweep_dead_scratch
@@ -25,7 +26,8 @@ from testbed.network import PEER_IFNAME
 from testbed.machine_watch import MachineDied, watching
 from testbed.hosts import Host, NamespaceHost
 from testbed.cloud_seed import with_seed
-from testbed.plan import peer_addresses, plan_machines
+from testbed.kexec_disk import with_kexec_disk
+from testbed.plan import MachinePlan, peer_addresses, plan_machines
 from testbed.qemu_host import QemuBinary, choose_accel, inspect_qemu
 from testbed.report import HostInfo, RunReport, StepRecord
 from testbed.run_context import RunContext, RunOptions
@@ -131,7 +133,8 @@ def live_run(scenario: Scenario, options: RunOptions) -> Iterator[LiveRun]:
             report.host = HostInfo(qemu_version=qemu.version_text, qemu_path=qemu.path, accel=accel,
                                    guest_kernel=image.kernel_release, image=image.directory.name,
                                    images={f: i.directory.name for f, i in images.items()})
-            plans = {p.name: with_seed(p, options.artifacts_dir) for p in plan_machines(scenario)}
+            plans = {p.name: _with_disks(p, scenario, images, options.artifacts_dir, stack)
+                     for p in plan_machines(scenario)}
             migrates = any(step.action == "migrate" for step in scenario.steps)
             host = _make_host(scenario, list(plans.values()), migrates, images, qemu, accel, clock, options)
             stack.callback(host.close)
@@ -165,6 +168,17 @@ def live_run(scenario: Scenario, options: RunOptions) -> Iterator[LiveRun]:
         report.duration_s = round(clock.now(), 3)
         if previous_sigterm is not None:
             signal.signal(signal.SIGTERM, previous_sigterm)
+
+
+def _with_disks(plan: MachinePlan, scenario: Scenario, images: dict, artifacts_dir: Path,
+                stack: contextlib.ExitStack) -> MachinePlan:
+    """The plan with the read-only disks its guest reads: a cloud-init seed, a kexec disk (a copy of
+    the kernel and initrd, removed with the run: it is not evidence)."""
+    image = images[plan.vm.image]
+    plan = with_kexec_disk(with_seed(plan, artifacts_dir), scenario.steps, image.kernel, image.initrd, artifacts_dir)
+    if plan.kexec_disk is not None:
+        stack.callback(plan.kexec_disk.unlink, missing_ok=True)
+    return plan
 
 
 def _record_dhcp(server: DhcpServer, report: RunReport) -> None:

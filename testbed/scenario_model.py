@@ -16,7 +16,7 @@ from testbed.scenario_checks import (check_captures, check_destination_faults, c
                                      check_host_steps, check_migrations, check_network, check_primary_overrides,
                                      check_steps, check_symptoms, check_unplugged_standbys, check_uplink_steps,
                                      check_vms, first_duplicate)
-from testbed.scenario_lifecycle_checks import check_held_boots, check_migrations_into_a_crash
+from testbed.scenario_lifecycle_checks import check_held_boots, check_kexec_resets, check_migrations_into_a_crash
 from testbed.scenario_steps import Step
 from testbed.scenario_values import (MARKER_RE, MAX_KERNEL_ARGS, MAX_MARKERS, MAX_PAIRS_PER_VM,
                                      MAX_PEER_ADDRESSES, MAX_STEPS, MAX_TEXT, MAX_VMS, NAME_RE,
@@ -84,10 +84,19 @@ class Standby(Strict):
     # Legacy virtio has 32 feature bits, so the guest cannot ack VIRTIO_NET_F_STANDBY (bit 62):
     # a real way to get a guest that never negotiates STANDBY.
     legacy_virtio: bool = False
+    # Legacy and modern (disable-legacy=off): a guest negotiates STANDBY as usual, unless its kernel
+    # runs with virtio_pci.force_legacy=1 (a reset step's kernel_args), which drives it as legacy.
+    transitional: bool = False
     link: Literal["up", "down"] = "up"
     # false: QEMU starts without the virtio-net device (its tap exists); a plug-standby step adds it.
     # A primary present before its standby is not hidden by QEMU (zoo item 10).
     at_boot: bool = True
+
+    @model_validator(mode="after")
+    def _one_virtio_mode(self) -> "Standby":
+        if self.legacy_virtio and self.transitional:
+            raise ValueError("legacy_virtio (legacy only) and transitional (legacy and modern) exclude each other")
+        return self
 
 
 class FailoverPair(Strict):
@@ -232,6 +241,7 @@ class Scenario(Strict):
         check_primary_overrides(self.vms, self.steps)
         check_unplugged_standbys(self.steps)
         check_held_boots(self.host.kind.value, self.vms, self.steps)
+        check_kexec_resets(self.vms, self.steps)
         check_migrations_into_a_crash(self.steps)
         return self
 

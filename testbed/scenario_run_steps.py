@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from testbed.scenario_step_base import StepBase, VmStep
-from testbed.scenario_values import MAX_PAIRS_PER_VM, MAX_TEXT, Strict
+from testbed.scenario_values import MAX_KERNEL_ARGS, MAX_PAIRS_PER_VM, MAX_TEXT, Strict, check_kernel_args
 
 HoldMs = Annotated[float, Field(gt=0, le=600_000)]
 
@@ -150,6 +150,14 @@ class ResetStep(VmStep):
     how: Literal["system-reset", "reboot"] = "system-reset"
     timeout_s: float = Field(120.0, gt=0, le=3600)
     wait_for_pairs: bool = True
+    # The guest comes back in its own kernel with these arguments added to its command line, as a
+    # boot menu entry with other arguments would give: its init kexecs into them (testbed.kexec_disk).
+    kernel_args: list[str] = Field([], max_length=MAX_KERNEL_ARGS)
+
+    @model_validator(mode="after")
+    def _kernel_args(self) -> "ResetStep":
+        check_kernel_args(self.kernel_args, 0)
+        return self
 
 
 class EventPattern(Strict):

@@ -187,6 +187,15 @@ def test_the_base_of_the_change_table_is_valid(tmp_path):
     ("    pairs:", "    kernel_args: [" + ", ".join(["q"] * 65) + "]\n    pairs:", "vms[0].kernel_args",
      "at most 64 items"),
     ("    pairs:", "    kernel_args: [testbed.mgmt=1]\n    pairs:", "vms[0].kernel_args[0]", "the testbed's own"),
+    # a reset into other kernel arguments: the minimal image's init kexecs, within the command line's size
+    ("  - {action: start", "  - {action: reset, vm: vm1, kernel_args: [testbed.kexeced]}\n  - {action: start",
+     "steps[1].kernel_args[0]", "the testbed's own"),
+    ("  - {action: start", "  - {action: reset, vm: vm1, kernel_args: [" + ", ".join(["x" * 100] * 20) + "]}\n  - {action: start",
+     "steps[1].kernel_args", "2020 bytes of kernel arguments"),
+    ("  - {action: start", "  - {action: reset, vm: vm1, kernel_args: [" + ", ".join(["x" * 100] * 17) + "]}\n  - {action: start",
+     "steps[1].kernel_args", "with vm1's own kernel_args: 1717 bytes of kernel arguments"),
+    ("        primary: {kind: pci}", "        standby: {legacy_virtio: true, transitional: true}\n        primary: {kind: pci}",
+     "vms[0].pairs[0].standby", "exclude each other"),
     ("name: base", "name: ../escape", "name", "not a usable scenario name"),
     ("name: base", "name: " + "a" * 65, "name", "not a usable scenario name"),
     ("name: base", "name: base\ndescription: " + "d" * 5000, "description", "at most 4096 characters"),
@@ -195,6 +204,17 @@ def test_one_change_is_refused_with_key_and_reason(tmp_path, old, new, key, reas
     with pytest.raises(ScenarioError) as e:
         _load_changed(tmp_path, old, new)
     assert (e.value.key, reason in e.value.reason) == (key, True), e.value
+
+
+def test_a_reset_into_other_kernel_arguments_needs_the_minimal_images_init(tmp_path):
+    text = VALID.replace("  - name: vm1\n", "  - name: vm1\n    image: networkd\n", 1) + \
+        "  - {action: reset, vm: vm1, kernel_args: [virtio_pci.force_legacy=1], wait_for_pairs: false}\n"
+    (tmp_path / "s.yaml").write_text(text)
+    with pytest.raises(ScenarioError) as e:
+        load_scenario(tmp_path / "s.yaml")
+    assert e.value.key == "steps[2].kernel_args" and "only the 'minimal' image's init" in e.value.reason
+    (tmp_path / "s.yaml").write_text(text.replace("    image: networkd\n", "", 1))
+    assert load_scenario(tmp_path / "s.yaml").steps[2].kernel_args == ["virtio_pci.force_legacy=1"]
 
 
 def test_many_vms_and_steps_are_refused(tmp_path):

@@ -7,6 +7,7 @@ import logging
 from typing import Any
 
 from testbed.errors import StepFailed, TestbedError
+from testbed.kexec_disk import KEXECED_MARK, arm
 from testbed.run_context import RunContext
 from testbed.scenario import ContStep, ResetStep, StopStep
 from testbed.steps.guest_up import connect_booted, pairs_ready
@@ -48,12 +49,26 @@ def cont(ctx: RunContext, step: ContStep) -> dict[str, Any]:
     return details
 
 
+def _check_kexeced(ctx: RunContext, step: ResetStep) -> str:
+    """The guest must run with the step's arguments: a guest that booted on as QEMU booted it
+    (a failed kexec) would pass for one that ignores them."""
+    cmdline = ctx.shell(step.vm).run(["cat", "/proc/cmdline"], timeout=20).stdout.strip()
+    args = cmdline.split()
+    missing = [a for a in step.kernel_args if a not in args]
+    if KEXECED_MARK not in args or missing:
+        raise StepFailed(f"{step.vm}: the guest did not boot again with {' '.join(step.kernel_args)!r}: its "
+                         f"command line is {cmdline!r} (its init kexecs from the kexec disk; see its console)")
+    return cmdline
+
+
 @handles(ResetStep)
 def reset(ctx: RunContext, step: ResetStep) -> dict[str, Any]:
     """QEMU runs with -no-reboot, so that a guest that resets by itself is reported as such. For the
     duration of this step the reboot action is `reset` (QMP set-action), then `shutdown` again."""
     ctx.start_deadline(step.timeout_s)
     machine = ctx.machine(step.vm)
+    if (disk := ctx.plans[step.vm].kexec_disk) is not None:
+        arm(disk, step.kernel_args or None)
     cursor, console_from = machine.events.cursor(), machine.console_size()
     machine.qmp.execute("set-action", {"reboot": "reset"})
     try:
@@ -74,6 +89,8 @@ def reset(ctx: RunContext, step: ResetStep) -> dict[str, Any]:
     details: dict[str, Any] = {"how": step.how, "reset_event": event.data,
                                "reset_after_s": round(event.t - started, 3),
                                "ssh_after_s": round(ctx.clock.now() - started, 3)}
+    if step.kernel_args:
+        details["kernel_cmdline"] = _check_kexeced(ctx, step)
     # the guest's dmesg (read at the end) is this boot's: place it on the run clock by this offset
     ctx.report.vms[step.vm].boot["guest_clock_offset_s"] = timings["guest_clock_offset_s"]
     if step.wait_for_pairs:
