@@ -1,6 +1,8 @@
 """`testbed bench --warm`: cold boot against warm restore, up to pairs ready, side by side in one run.
-Each scenario runs twice with its boot step set to `snapshot: auto`, in a snapshot cache of its own:
-the first run boots cold (and saves), the second restores. A scenario that must boot cold says why.
+Each scenario runs three times. First with its boot step set to `snapshot: never`: today's time
+without the cache. Then twice with `snapshot: auto`, in a snapshot cache of its own: the first of
+those boots cold, saves and goes on from its own save (what an empty cache costs), the second
+restores. A scenario that must boot cold says why.
 Times are from the VM's launch (or restore), and from the run's start: for a host-VM scenario the
 host VM's own boot comes before its guest's launch, and its restore is what a warm run saves.
 Figures are printed, never asserted."""
@@ -22,9 +24,9 @@ SCENARIOS = Path(__file__).resolve().parent.parent / "scenarios"
 DEFAULT = ("standby-pci", "standby-igb-vf", "two-pairs", "host-vf-failover")
 
 
-def _with_auto(path: Path):
+def _with_snapshot(path: Path, mode: str):
     scenario = load_scenario(path)
-    steps = [s.model_copy(update={"snapshot": "auto"}) if isinstance(s, BootStep) else s for s in scenario.steps]
+    steps = [s.model_copy(update={"snapshot": mode}) if isinstance(s, BootStep) else s for s in scenario.steps]
     return scenario.model_copy(update={"steps": steps})
 
 
@@ -39,23 +41,33 @@ def run_warm_bench(console: Console, names: tuple[str, ...] = DEFAULT) -> dict[s
         os.environ["TESTBED_SNAPSHOT_DIR"] = str(Path(tmp) / "snapshots")
         try:
             for name in names:
-                runs = []
-                for n in range(2):
-                    console.log(f"{name}: run {n + 1}/2")
-                    report = run_scenario(_with_auto(SCENARIOS / f"{name}.yaml"),
+                runs, durations = [], []
+                for n, mode in enumerate(("never", "auto", "auto")):
+                    console.log(f"{name}: run {n + 1}/3, snapshot: {mode}")
+                    report = run_scenario(_with_snapshot(SCENARIOS / f"{name}.yaml", mode),
                                           RunOptions(artifacts_dir=Path(tmp) / f"{name}-{n}"))
                     if not report.passed:
                         raise SystemExit(f"{name} failed during the benchmark: {report.error}")
                     runs.append(_boot(report))
-                cold = runs[0].get("cold_boot", runs[0])
-                warm = runs[1]
+                    durations.append(report.duration_s)
+                _, first, warm = runs
+                cold = first.get("cold_boot", first)
                 row = {"scenario": name, "cold_ssh_s": cold.get("ssh_ready_s"), "cold_pairs_s": cold.get("pairs_ready_s"),
                        "second_run": warm.get("start"), "second_ssh_s": warm.get("ssh_ready_s"),
-                       "second_pairs_s": warm.get("pairs_ready_s"), "saved_s": runs[0].get("saved_s"),
+                       "second_pairs_s": warm.get("pairs_ready_s"), "saved_s": first.get("saved_s"),
                        "cold_because": warm.get("cold_because"),
                        # from the run's start: a host VM's boot (or restore) comes before its guests' launch
                        "cold_in_run_s": cold.get("pairs_ready_in_run_s"),
-                       "second_in_run_s": warm.get("pairs_ready_in_run_s")}
+                       "second_in_run_s": warm.get("pairs_ready_in_run_s"),
+                       # the whole run: without the cache, with an empty one, with a warm one
+                       "never_run_s": durations[0], "empty_cache_run_s": durations[1], "warm_run_s": durations[2],
+                       "empty_cache_pct": round(100 * (durations[1] - durations[0]) / durations[0], 1),
+                       # the same cost within one run: its boot step from the cold pairs to the end of
+                       # the restore from its own save (free of the noise between runs)
+                       "own_save_cost_s": (round(first["pairs_ready_in_run_s"] - cold["pairs_ready_in_run_s"], 3)
+                                           if "cold_boot" in first else None)}
+                if row["own_save_cost_s"] is not None:
+                    row["own_save_cost_pct"] = round(100 * row["own_save_cost_s"] / durations[0], 1)
                 if warm.get("start") == "restored" and row["cold_pairs_s"] and row["second_pairs_s"]:
                     row["speedup"] = round(row["cold_pairs_s"] / row["second_pairs_s"], 1)
                     row["speedup_in_run"] = round(row["cold_in_run_s"] / row["second_in_run_s"], 1)
@@ -80,3 +92,11 @@ def print_warm_bench(results: dict[str, Any], console: Console) -> None:
                                                  "speedup_in_run")),
                       "; ".join(r.get("cold_because") or []) or "-")
     console.print(table)
+    cost = Table(title="what the cache costs: the whole run without it (snapshot: never), with it empty, with it warm")
+    for column in ("scenario", "never s", "empty cache s", "+%", "own save and restore s", "+% of never", "warm s"):
+        cost.add_column(column)
+    for r in results["rows"]:
+        cost.add_row(r["scenario"], *("-" if r.get(k) is None else str(r[k])
+                                      for k in ("never_run_s", "empty_cache_run_s", "empty_cache_pct", "own_save_cost_s",
+                                                "own_save_cost_pct", "warm_run_s")))
+    console.print(cost)

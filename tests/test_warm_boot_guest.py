@@ -164,3 +164,5 @@ def test_bench_warm_puts_cold_and_warm_side_by_side(tmp_path: Path):
     (row,) = json.loads(out.read_text())["rows"]
     assert row["scenario"] == "standby-pci" and row["second_run"] == "restored"
     assert row["second_pairs_s"] < row["cold_pairs_s"] and row["speedup"] > 1, row
+    # and what the cache itself costs: a run without it, and the first run's own save and restore
+    assert row["never_run_s"] > 0 and row["empty_cache_run_s"] > 0 and row["own_save_cost_s"] > 0, row
