@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -162,7 +162,11 @@ def key_for(ctx: "RunContext", name: str) -> str:
     image = ctx.image_of(name)
     files = LaunchFiles(image.kernel, image.initrd, Path("<artifacts>/serial.log"), 3,
                         serial_socket=Path("<sockets>/console"), qmp_socket=Path("<sockets>/qmp"))
-    argv = build_argv(ctx.qemu.path, ctx.plans[name].on_slot(0), files, ctx.accel)
+    plan = ctx.plans[name].on_slot(0)
+    # the run's own copies of read-only disks: their contents follow from the image and the plan
+    plan = replace(plan, seed_disk=plan.seed_disk and Path("<artifacts>/seed.iso"),
+                   kexec_disk=plan.kexec_disk and Path("<artifacts>/kexec.img"))
+    argv = build_argv(ctx.qemu.path, plan, files, ctx.accel)
     return snapshot_key(image.directory.name, ctx.qemu.version_text, ctx.qemu.path, argv, ctx.accel)
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from types import SimpleNamespace
 
+from testbed.kexec_disk import with_kexec_disk
 from testbed.plan import plan_machines
 from testbed.scenario import load_scenario
 from testbed.snapshots import SnapshotCache, cache_limit_bytes, snapshot_key
@@ -42,6 +43,18 @@ def test_a_vms_key_is_the_same_in_every_run_and_follows_its_devices():
     assert key_for(_ctx("unplug-replug-pci.yaml", snapshot="required"), "vm1") == key  # steps are not in it
     assert key_for(_ctx("standby-pci.yaml"), "vm1") == key          # the same VM in another scenario
     assert key_for(_ctx("standby-igb-vf.yaml"), "vm1") != key       # other devices
+
+
+def test_a_kexec_disk_is_in_the_key_but_not_the_runs_own_path_to_it(tmp_path: Path):
+    zoo_14b = "zoo/zoo-14-reset-into-a-kernel-without-standby.yaml"
+    ctx = _ctx(zoo_14b)
+    without = key_for(ctx, "vm1")
+    keys = set()
+    for run in ("run1", "run2"):
+        ctx.plans["vm1"] = with_kexec_disk(_ctx(zoo_14b).plans["vm1"], load_scenario(SCENARIOS / zoo_14b).steps,
+                                           Path("/k"), Path("/i"), tmp_path / run, make=False)
+        keys.add(key_for(ctx, "vm1"))
+    assert len(keys) == 1 and without not in keys
 
 
 def _publish(cache: SnapshotCache, key: str, mib: int) -> None:
