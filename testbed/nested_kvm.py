@@ -20,7 +20,10 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-PROBE_TIMEOUT_S = 60
+# About 18 s on an idle machine. Beside another worker's guest on a slow day, the probe kernel was
+# still booting (at "PM: genpd: Disabling unused power domains", 37 s in) when 60 s ran out; the
+# fallback, TCG inside TCG, then missed a 300 s boot budget. A longer probe costs less than that.
+PROBE_TIMEOUT_S = 150
 PROBE_ATTEMPTS = 2
 # As qemu_host.probe_kvm: no initramfs, so reaching the root-mount panic proves the kernel ran.
 PROBE_ARGV = [str(L1_QEMU), "-machine", "q35", "-accel", "kvm", "-cpu", "host", "-m", "256M", "-nodefaults",
