@@ -32,6 +32,9 @@ class BootStep(StepBase):
     # its driver starts. A later `cont` of the VM starts it and waits for SSH and the pairs as this
     # step would have (this step's timeout_s and wait_for_pairs). Always a cold boot.
     hold: bool = False
+    # A cold TCG boot is the longest wait of a run: 20 to 30 s here on an idle machine, over 70 s for
+    # two-pairs beside another worker's guest on a slow day.
+    timeout_s: float = Field(120.0, gt=0, le=3600)
 
     @field_validator("vms")
     @classmethod

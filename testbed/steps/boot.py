@@ -68,6 +68,9 @@ def _set_aside(machine: QemuMachine, name: str) -> None:
 def _save_and_resume(ctx: RunContext, name: str, step: BootStep, warm: warm_boot.WarmStart) -> dict[str, Any]:
     """After a cold boot: saves the state, and goes on from a restore of it, as every later run will."""
     assert warm.key is not None
+    # The cache's own work gets a budget of its own, timeout_s again: a cold boot that used most of
+    # the step's budget (seen on a loaded CI machine) must not leave the save and restore 0 s.
+    ctx.start_deadline(step.timeout_s)
     scratch = warm_boot.cache(ctx).scratch(warm.key)
     source = ctx.machine(name)
     try:

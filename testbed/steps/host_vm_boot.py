@@ -112,6 +112,7 @@ def _boot_cold(ctx: RunContext, step: BootStep, names: list[str]) -> dict[str, d
 def _save_and_resume(ctx: RunContext, host: VmHost, step: BootStep, names: list[str], hw: HostWarmStart) -> Started:
     """After a cold boot: L1 saved with the guests in it, and the run goes on from a restore of it."""
     assert hw.key is not None
+    ctx.start_deadline(step.timeout_s)  # a budget of its own, as a flat VM's save (steps/boot.py)
     cache = warm_boot.cache(ctx)
     scratch = cache.scratch(hw.key)
     try:
