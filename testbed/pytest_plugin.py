@@ -51,7 +51,11 @@ HOST_VM_STALL = r"host's kernel reported a stall: rcu: INFO: rcu_\w+ detected st
 # - SSH to the nested guest lost, or not back after a migration, with no VM dead (seen twice in
 #   CI, once with the stall above; the cause is not pinned down yet).
 NESTED_SSH_LOST = r"vm[a-z0-9]*: (waited [\d.]+s for SSH on the management NIC|SSH session lost while running)"
-HOST_VM_KNOWN_FLAKES = [NESTED_RESET, OUTER_QEMU_IOTLB_ABORT, HOST_VM_STALL, NESTED_SSH_LOST]
+# - The host VM's own kernel oopses in its kvm module (an int3 trap at __apic_accept_irq+0xb8 in
+#   "CPU 0/KVM", seen once in CI on a loaded machine after a restore): code the kernel had just
+#   patched, run stale by multi-threaded TCG. No scenario panics the host VM on purpose.
+HOST_VM_KVM_OOPS = r"host: guest kernel panic \(serial: Kernel panic - not syncing: Fatal exception"
+HOST_VM_KNOWN_FLAKES = [NESTED_RESET, OUTER_QEMU_IOTLB_ABORT, HOST_VM_STALL, NESTED_SSH_LOST, HOST_VM_KVM_OOPS]
 
 
 def host_vm_flake_rerun() -> pytest.MarkDecorator:

@@ -117,3 +117,15 @@ def test_a_stalled_kernel_is_named_and_a_host_vm_stall_gets_its_rerun():
     assert all(any(re.search(p, e) for p in HOST_VM_KNOWN_FLAKES) for e in ssh_lost)
     host.watched = False  # a machine the testbed shut down on purpose says nothing any more
     assert watch.kernel_trouble() is None
+
+
+def test_a_host_vm_kernel_oops_gets_its_rerun_and_a_guests_panic_does_not():
+    import re
+    from testbed.pytest_plugin import HOST_VM_KNOWN_FLAKES
+    seen = ("step 14 (migrate) failed: host: guest kernel panic (serial: Kernel panic - not syncing: Fatal "
+            "exception in interrupt) during step 14 (migrate); the step saw: vm1: nested QEMU did not start")
+    assert any(re.search(p, seen) for p in HOST_VM_KNOWN_FLAKES)
+    for other in (seen.replace("host: guest", "vm1: guest"),
+                  "step 1 (exec) failed: vm1: guest kernel panic (serial: Kernel panic - not syncing: sysrq "
+                  "triggered crash) during step 1 (exec)"):
+        assert not any(re.search(p, other) for p in HOST_VM_KNOWN_FLAKES), other
