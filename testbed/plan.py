@@ -10,6 +10,7 @@ import ipaddress
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from testbed.kexec_disk import CMDLINE_MARK as KEXEC_DISK_MARK
 from testbed.primary_kinds import MGMT_MAC_PREFIX, PrimaryKindSpec, derived_mac, kind_of
 from testbed.scenario import FailoverPair, PrimaryKind, Scenario, VM
 
@@ -99,7 +100,7 @@ class MachinePlan:
         if self.vm.netconfig is not None:
             args.append(f"testbed.netconfig={self.vm.netconfig}")
         if self.kexec_disk is not None:
-            args.append("testbed.kexec_disk")
+            args.append(KEXEC_DISK_MARK)
         return args + list(self.vm.kernel_args)
 
 
