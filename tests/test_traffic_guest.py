@@ -27,8 +27,13 @@ def test_igb_vf_unplug_replug_report_attributes_gaps_and_shows_the_datapath(tmp_
     assert ping["sent"] > 1000 and ping["received"] + ping["lost"] == ping["sent"]
     assert ping["gaps"], "an unplug and a re-plug without any gap would be news"
     for gap in ping["gaps"]:
+        # A gap belongs to the step running when it started: the latest step that had started by
+        # then. Between two steps the runner reads the slaves' counters over SSH, which took 1.3 s
+        # in CI under load, so a gap can start after its step ended, but never once the next began.
         step = steps[gap["step"]]
-        assert step["started_s"] <= gap["start_s"] <= step["ended_s"] + 1.0
+        following = steps.get(gap["step"] + 1)
+        assert step["started_s"] <= gap["start_s"]
+        assert following is None or gap["start_s"] < following["started_s"]
         assert gap["step_action"] == step["action"]
     unplug = next(s for s in report["steps"] if s["action"] == "unplug-primary")["index"]
     plug = next(s for s in report["steps"] if s["action"] == "plug-primary")["index"]
