@@ -12,6 +12,7 @@ import pytest
 
 from testbed.errors import TestbedError
 from testbed.images import GuestImage, LocalKernel, ensure_image
+from testbed.machine_share import MachineShare
 from testbed.report import RunReport
 from testbed.runner import RunOptions, live_run, run_scenario
 from testbed.scenario import Scenario, load_scenario
@@ -64,11 +65,38 @@ def host_vm_flake_rerun() -> pytest.MarkDecorator:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "guest: boots real QEMU guests")
+    config.addinivalue_line("markers", "alone: a guest test that has the machine's CPUs to itself: no other "
+                                       "guest test of any pytest process on the machine runs meanwhile "
+                                       "(testbed.machine_share); scenario files with a host VM get it")
     config.addinivalue_line("markers", "slow: takes minutes under TCG")
     config.addinivalue_line("markers", "kvm: needs working KVM; skipped where the KVM probe boot fails")
 
 
+SHARE = pytest.StashKey[MachineShare]()
+
+
+@pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item: pytest.Item) -> None:
+    """A guest test's share of the machine, held from before its fixtures are set up until they are
+    torn down; a test marked `alone` waits until no other guest test runs, and keeps them out."""
+    _skip_without_kvm(item)
+    if item.get_closest_marker("guest") is not None and SHARE not in item.stash:
+        share = MachineShare(alone=item.get_closest_marker("alone") is not None)
+        share.acquire()
+        item.stash[SHARE] = share
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None):
+    try:
+        return (yield)
+    finally:
+        if (share := item.stash.get(SHARE, None)) is not None:
+            share.release()
+            del item.stash[SHARE]
+
+
+def _skip_without_kvm(item: pytest.Item) -> None:
     if item.get_closest_marker("kvm") is None:
         return
     from testbed.images import ensure_image
@@ -141,6 +169,7 @@ class ScenarioItem(pytest.Item):
                 self.add_marker(marker)
             if scenario.host.kind.value == "vm":
                 self.add_marker(host_vm_flake_rerun())
+                self.add_marker("alone")
         except TestbedError:
             pass  # reported by runtest, with file and key
 

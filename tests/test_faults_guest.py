@@ -107,6 +107,7 @@ def test_guest_kernel_panic_is_named_as_one(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.alone
 @host_vm_flake_rerun()
 def test_host_vm_killed_is_named_as_the_cause(tmp_path):
     attempt = tmp_path / f"attempt-{len(list(tmp_path.glob('attempt-*'))) + 1}"  # a rerun keeps the first

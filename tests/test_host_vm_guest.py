@@ -17,7 +17,7 @@ from testbed.runner import RunOptions, run_scenario
 from testbed.scenario import Scenario, load_scenario
 from testbed.steps import host_vm_boot
 
-pytestmark = [pytest.mark.guest, pytest.mark.slow, host_vm_flake_rerun()]
+pytestmark = [pytest.mark.guest, pytest.mark.slow, pytest.mark.alone, host_vm_flake_rerun()]
 
 
 def test_host_vf_failover_through_unplug_replug_and_migration_then_a_warm_start(tmp_path: Path, monkeypatch):

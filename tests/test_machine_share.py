@@ -1,0 +1,106 @@
+"""The machine's CPUs among guest tests (testbed.machine_share), with threads standing in for the
+pytest-xdist workers; the plugin's use of it runs in every guest test of the suite."""
+
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from testbed.errors import TestbedError
+from testbed.machine_share import MachineShare
+
+
+def _hold(share: MachineShare, log: list[str], name: str, until: threading.Event) -> threading.Thread:
+    def run():
+        share.acquire()
+        log.append(f"{name} in")
+        until.wait(10)
+        log.append(f"{name} out")
+        share.release()
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread
+
+
+def _now() -> threading.Event:
+    event = threading.Event()
+    event.set()
+    return event
+
+
+def _wait_for(what, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while not what():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+def test_shared_holds_overlap(tmp_path):
+    log: list[str] = []
+    b_done = threading.Event()
+    a = _hold(MachineShare(False, tmp_path), log, "a", until=b_done)
+    _wait_for(lambda: log == ["a in"])
+    b = _hold(MachineShare(False, tmp_path), log, "b", until=_now())
+    b.join()
+    b_done.set()
+    a.join()
+    assert log == ["a in", "b in", "b out", "a out"]   # b got in while a held: otherwise a's 10 s ran out first
+
+
+def _writer_waiting(tmp_path) -> bool:
+    probe = MachineShare(False, tmp_path, wait_s=0)
+    try:
+        probe.acquire()
+    except TestbedError:
+        return True
+    probe.release()
+    return False
+
+
+def test_a_test_alone_waits_for_the_shared_one_and_keeps_later_ones_out(tmp_path):
+    log: list[str] = []
+    end_shared, end_alone = threading.Event(), threading.Event()
+    shared = _hold(MachineShare(False, tmp_path), log, "shared", until=end_shared)
+    _wait_for(lambda: log == ["shared in"])
+    alone = _hold(MachineShare(True, tmp_path), log, "alone", until=end_alone)
+    _wait_for(lambda: _writer_waiting(tmp_path))   # a shared hold is refused while it waits
+    later = _hold(MachineShare(False, tmp_path), log, "later", until=_now())
+    time.sleep(0.3)
+    assert log == ["shared in"]
+    end_shared.set()
+    _wait_for(lambda: "alone in" in log)
+    time.sleep(0.3)
+    assert log == ["shared in", "shared out", "alone in"]
+    end_alone.set()
+    for t in (shared, alone, later):
+        t.join()
+    assert log == ["shared in", "shared out", "alone in", "alone out", "later in", "later out"]
+
+
+def test_a_wait_that_runs_out_names_the_lock_and_the_mode(tmp_path):
+    holder = MachineShare(False, tmp_path)
+    holder.acquire()
+    try:
+        with pytest.raises(TestbedError, match=r"waited 0 s for the machine's CPUs \(alone, lock .*machine-share.db\)"):
+            MachineShare(True, tmp_path, wait_s=0.3).acquire()
+    finally:
+        holder.release()
+    alone = MachineShare(True, tmp_path, wait_s=0.3)
+    alone.acquire()   # released, the machine is free again
+    alone.release()
+
+
+def test_the_host_vm_tests_and_scenario_files_are_the_ones_alone():
+    repo = Path(__file__).parent.parent
+    done = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--collect-only", "-q",
+                           "-m", "alone", "tests", "scenarios", "scenarios/zoo"], cwd=repo,
+                          capture_output=True, text=True, timeout=120)
+    items = {line for line in done.stdout.splitlines() if "::" in line}
+    assert items == {"tests/test_faults_guest.py::test_host_vm_killed_is_named_as_the_cause",
+                     "tests/test_host_vm_guest.py::"
+                     "test_host_vf_failover_through_unplug_replug_and_migration_then_a_warm_start",
+                     "scenarios/host-seed-live-migration.yaml::host-seed-live-migration",
+                     "scenarios/zoo/zoo-24-igbvf-bars-above-4g.yaml::zoo-24-igbvf-bars-above-4g"}, done.stdout
