@@ -56,6 +56,9 @@ class ImageRecipe(BaseModel):
     overlays: list[str] = ["rootfs"]
     enable: list[str] = []  # systemd units enabled in the image (minbase)
     mask: list[str] = []    # systemd units masked in the image: what a TCG boot need not wait for
+    # Python trees that a package ships without byte-code and does not compile when installed; the
+    # image's own python3 compiles them at build, so that no boot compiles them under TCG.
+    byte_compile: list[str] = []
     # A VM's RAM when its scenario does not say (the image is unpacked into half of it,
     # testbed.guest_memory).
     memory_mib: int = 512

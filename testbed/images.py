@@ -20,14 +20,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from filelock import FileLock
 
 from testbed.artifacts import write_whole
 from testbed.cache import cache_root
 from testbed.debian_apt import PrivateApt, _run, debian_mirror
 from testbed.errors import TestbedError
+from testbed import image_tree
 from testbed.guest_memory import rootfs_bytes
 from testbed.image_recipe import (DEFAULT_RECIPE, IMAGES_DIR, ImageRecipe, flavour_of, recipe_for,  # noqa: F401
                                   with_kernel_suite)
@@ -103,6 +102,7 @@ def _hash_tree(h: "hashlib._Hash", root: Path) -> None:
 
 def image_key(recipe_path: Path, resolved: ResolvedPackages, local_kernel: LocalKernel | None) -> str:
     h = hashlib.sha256(Path(__file__).read_bytes())  # the builder's own code shapes the image too
+    h.update(Path(image_tree.__file__).read_bytes())
     h.update(recipe_path.read_bytes())
     for src, dest in ImageRecipe.load(recipe_path).overlay_paths(recipe_path):
         h.update(f"{src.name}:{dest}".encode())
@@ -165,50 +165,14 @@ def _install_modules(src: Path, dest_root: Path, release: str, wanted: list[str]
     _run(["depmod", "-b", str(dest_root), release])
 
 
-def _busybox_links(tree: Path) -> None:
-    """Symlink busybox applets that no real package in the tree provides."""
-    applets = _run([str(tree / "bin" / "busybox"), "--list-full"]).stdout.split()
-    for applet in applets:
-        link = tree / applet
-        if link.exists() or link.is_symlink():
-            continue
-        link.parent.mkdir(parents=True, exist_ok=True)
-        link.symlink_to("/bin/busybox")
 
 
-def _write_accounts(tree: Path, public_key: str, configured: bool) -> None:
-    """Root's SSH key; on an unconfigured (extract) tree, the account files too."""
-    etc = tree / "etc"
-    if not configured:
-        (etc / "passwd").write_text("root:x:0:0:root:/root:/bin/sh\n")
-        (etc / "group").write_text("root:x:0:\n")
-        (etc / "shadow").write_text("root:*:19000:0:99999:7:::\n")
-        (etc / "shells").write_text("/bin/sh\n")
-    ssh = tree / "root" / ".ssh"
-    ssh.mkdir(parents=True, exist_ok=True)
-    ssh.chmod(0o700)
-    (ssh / "authorized_keys").write_text(public_key + "\n")
-    (ssh / "authorized_keys").chmod(0o600)
-    (etc / "dropbear").mkdir(exist_ok=True)
 
 
-def _generate_ssh_key(directory: Path) -> str:
-    key = Ed25519PrivateKey.generate()
-    private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
-                                serialization.NoEncryption())
-    public = key.public_key().public_bytes(serialization.Encoding.OpenSSH,
-                                           serialization.PublicFormat.OpenSSH).decode()
-    (directory / "id_ed25519").write_bytes(private)
-    (directory / "id_ed25519").chmod(0o600)
-    (directory / "id_ed25519.pub").write_text(public + " failover-testbed\n")
-    return public
 
 
-def _systemd_units(tree: Path, recipe: ImageRecipe) -> None:
-    if recipe.enable:
-        _run(["chroot", str(tree), "systemctl", "enable", *recipe.enable])
-    if recipe.mask:
-        _run(["chroot", str(tree), "systemctl", "mask", *recipe.mask])
+
+
 
 
 def _pack_initramfs(tree: Path, output: Path) -> None:
@@ -268,9 +232,10 @@ def _build(recipe: ImageRecipe, recipe_path: Path, apt: PrivateApt, resolved: Re
     for mountpoint in ("proc", "sys", "dev", "run", "tmp", "root"):
         (tree / mountpoint).mkdir(exist_ok=True)
     if "busybox" in recipe.packages:
-        _busybox_links(tree)
-    _write_accounts(tree, _generate_ssh_key(out), configured=recipe.variant != "extract")
-    _systemd_units(tree, recipe)
+        image_tree.busybox_links(tree)
+    image_tree.write_accounts(tree, image_tree.generate_ssh_key(out), configured=recipe.variant != "extract")
+    image_tree.systemd_units(tree, recipe)
+    image_tree.byte_compile(tree, recipe)
     _pack_initramfs(tree, out / "initrd.img")
     manifest = {
         "kernel_release": release,
