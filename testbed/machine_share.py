@@ -14,6 +14,7 @@ waiting to be alone is not starved by the other worker's stream of guest tests."
 from __future__ import annotations
 
 import logging
+import os
 import time
 from pathlib import Path
 
@@ -23,6 +24,11 @@ from testbed.cache import cache_root
 from testbed.errors import TestbedError
 
 logger = logging.getLogger(__name__)
+
+# Set while a process holds a share: a pytest session started by a test that holds one (a test of
+# the plugin itself) runs under its parent's share. Taking its own would deadlock as soon as a test
+# waiting to be alone kept new shares out while the parent waited for its child.
+HELD_ENV = "TESTBED_MACHINE_SHARE_HELD"
 
 # Longer than the longest guest test (a host-VM test and its one rerun, about 12 min on a slow day).
 WAIT_S = 1800.0
@@ -39,6 +45,10 @@ class MachineShare:
         self.waited_s = 0.0
 
     def acquire(self) -> None:
+        holder = os.environ.get(HELD_ENV)
+        if holder and holder != str(os.getpid()):  # inherited from the process that holds it
+            logger.info("running under the share that process %s holds", holder)
+            return
         lock = ReadWriteLock(self.path, is_singleton=False)
         started = time.monotonic()
         try:
@@ -53,6 +63,7 @@ class MachineShare:
                 f"({'alone' if self.alone else 'shared'}, lock {self.path}): another guest test on this "
                 f"machine held them all that time") from e
         self._lock = lock
+        os.environ[HELD_ENV] = str(os.getpid())
         self.waited_s = time.monotonic() - started
         if self.waited_s > 1:
             logger.info("waited %.1f s for the machine's CPUs (%s)", self.waited_s,
@@ -63,3 +74,4 @@ class MachineShare:
             self._lock.release()
             self._lock.close()
             self._lock = None
+            os.environ.pop(HELD_ENV, None)

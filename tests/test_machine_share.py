@@ -1,6 +1,7 @@
 """The machine's CPUs among guest tests (testbed.machine_share), with threads standing in for the
 pytest-xdist workers; the plugin's use of it runs in every guest test of the suite."""
 
+import os
 import subprocess
 import sys
 import threading
@@ -10,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from testbed.errors import TestbedError
-from testbed.machine_share import MachineShare
+from testbed.machine_share import HELD_ENV, MachineShare
 
 
 def _hold(share: MachineShare, log: list[str], name: str, until: threading.Event) -> threading.Thread:
@@ -104,3 +105,51 @@ def test_the_host_vm_tests_and_scenario_files_are_the_ones_alone():
                      "test_host_vf_failover_through_unplug_replug_and_migration_then_a_warm_start",
                      "scenarios/host-seed-live-migration.yaml::host-seed-live-migration",
                      "scenarios/zoo/zoo-24-igbvf-bars-above-4g.yaml::zoo-24-igbvf-bars-above-4g"}, done.stdout
+
+
+def test_a_process_started_under_a_share_runs_under_it(tmp_path):
+    """A pytest session that a guest test starts (as the plugin's own tests do) must not wait for a
+    share of its own: with a test waiting to be alone, that wait would never end."""
+    holder = MachineShare(False, tmp_path)
+    holder.acquire()
+    alone_waits = threading.Thread(target=lambda: (s := MachineShare(True, tmp_path)).acquire() or s.release())
+    alone_waits.start()
+    _wait_for(lambda: _writer_waiting_in_child(tmp_path))
+    child = subprocess.run([sys.executable, "-c", CHILD, str(tmp_path)], capture_output=True, text=True, timeout=30)
+    assert child.returncode == 0 and child.stdout.strip() == "in", child.stderr
+    holder.release()
+    alone_waits.join()
+    # released, the variable is gone: this process's next share is a share of its own again
+    child = subprocess.run([sys.executable, "-c", CHILD_NO_WAIT, str(tmp_path)], capture_output=True, text=True,
+                           timeout=30)
+    assert child.stdout.strip() == "own share", child.stderr
+
+
+CHILD = """
+import sys
+from pathlib import Path
+from testbed.machine_share import MachineShare
+share = MachineShare(False, Path(sys.argv[1]), wait_s=5)
+share.acquire()
+print("in")
+share.release()
+"""
+CHILD_NO_WAIT = """
+import os, sys
+from pathlib import Path
+from testbed.machine_share import MachineShare, HELD_ENV
+share = MachineShare(False, Path(sys.argv[1]), wait_s=5)
+share.acquire()
+print("own share" if os.environ.get(HELD_ENV) == str(os.getpid()) else "borrowed")
+share.release()
+"""
+
+
+def _writer_waiting_in_child(tmp_path) -> bool:
+    # asked from a process without the variable, so that the probe takes a share of its own
+    probe = "import sys; from pathlib import Path; from testbed.machine_share import MachineShare\n" \
+            "s = MachineShare(False, Path(sys.argv[1]), wait_s=0)\n" \
+            "try:\n    s.acquire()\nexcept Exception:\n    print('waiting')\nelse:\n    s.release()"
+    env = {k: v for k, v in os.environ.items() if k != HELD_ENV}
+    return subprocess.run([sys.executable, "-c", probe, str(tmp_path)], capture_output=True, text=True,
+                          timeout=30, env=env).stdout.strip() == "waiting"
