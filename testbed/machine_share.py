@@ -8,8 +8,11 @@ seconds: 22 s without a reply to any echo in one CI run, `plug-primary` taking 7
 a guest listing that did not finish in 81 s in a third. Those are the traffic checks and waits the
 host-VM tests exist to make, so they run alone rather than with looser bounds.
 
-A reader/writer lock from `filelock` (SQLite's): a writer that waits keeps new readers out, so a test
-waiting to be alone is not starved by the other worker's stream of guest tests."""
+A reader/writer lock from `filelock` (SQLite's), behind a turnstile (a plain `filelock.FileLock`): a
+test waiting to be alone holds the turnstile while it waits, and a shared hold passes the turnstile
+before it takes its share, so no new share starts while a test waits to be alone. The reader/writer
+lock alone did not ensure that: a waiting writer retries, and in one CI run a share started between
+two of its retries."""
 
 from __future__ import annotations
 
@@ -18,7 +21,7 @@ import os
 import time
 from pathlib import Path
 
-from filelock import ReadWriteLock, Timeout
+from filelock import FileLock, ReadWriteLock, Timeout
 
 from testbed.cache import cache_root
 from testbed.errors import TestbedError
@@ -50,12 +53,14 @@ class MachineShare:
             logger.info("running under the share that process %s holds", holder)
             return
         lock = ReadWriteLock(self.path, is_singleton=False)
+        turnstile = FileLock(self.path.with_name(self.path.name + ".turnstile"), thread_local=False)
         started = time.monotonic()
         try:
-            if self.alone:
-                lock.acquire_write(timeout=self.wait_s)
-            else:
-                lock.acquire_read(timeout=self.wait_s)
+            with turnstile.acquire(timeout=self.wait_s):
+                if self.alone:
+                    lock.acquire_write(timeout=max(0.0, self.wait_s - (time.monotonic() - started)))
+            if not self.alone:
+                lock.acquire_read(timeout=max(0.0, self.wait_s - (time.monotonic() - started)))
         except Timeout as e:
             lock.close()
             raise TestbedError(
