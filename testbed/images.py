@@ -25,8 +25,8 @@ from filelock import FileLock
 from testbed.artifacts import write_whole
 from testbed.cache import cache_root
 from testbed.debian_apt import PrivateApt, _run, debian_mirror
-from testbed.errors import TestbedError
 from testbed import image_tree
+from testbed.errors import TestbedError
 from testbed.guest_memory import rootfs_bytes
 from testbed.image_recipe import (DEFAULT_RECIPE, IMAGES_DIR, ImageRecipe, flavour_of, recipe_for,  # noqa: F401
                                   with_kernel_suite)
@@ -163,16 +163,6 @@ def _install_modules(src: Path, dest_root: Path, release: str, wanted: list[str]
         if (src / name).exists():
             shutil.copy2(src / name, dest / name)
     _run(["depmod", "-b", str(dest_root), release])
-
-
-
-
-
-
-
-
-
-
 
 
 def _pack_initramfs(tree: Path, output: Path) -> None:

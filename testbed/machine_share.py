@@ -33,7 +33,7 @@ logger = logging.getLogger(__name__)
 # waiting to be alone kept new shares out while the parent waited for its child.
 HELD_ENV = "TESTBED_MACHINE_SHARE_HELD"
 
-# Longer than the longest guest test (a host-VM test and its one rerun, about 12 min on a slow day).
+# Longer than the longest guest test: a host-VM test with its two reruns, about 6 min each on a slow day.
 WAIT_S = 1800.0
 
 

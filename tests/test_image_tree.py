@@ -14,4 +14,3 @@ def test_byte_compile_names_a_directory_the_image_lacks(tmp_path):
                          byte_compile=["/usr/share/nothing"])
     with pytest.raises(TestbedError, match="byte_compile: /usr/share/nothing is not a directory in the image"):
         byte_compile(tmp_path, recipe)
-
