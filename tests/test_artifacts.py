@@ -116,7 +116,9 @@ def test_socket_directories_of_dead_runs_are_swept_and_live_ones_kept(tmp_path):
 
 @needs_root
 @pytest.mark.guest
-def test_a_disk_that_fills_during_the_run_gives_an_error_and_no_report(tmp_path, small_tmpfs):
+def test_a_disk_that_fills_during_the_run_gives_an_error_and_no_report(tmp_path, small_tmpfs, testbed_image):
+    # testbed_image: the image is built before the 120 s below start; on a cold cache, beside another
+    # worker's build, the build alone used them up (CI, 2026-11-27)
     disk = small_tmpfs("24m")
     artifacts = disk / "run"
     proc = subprocess.Popen([sys.executable, "-m", "testbed.cli", "run", str(REPO / "tests/faults/short-sleep.yaml"),
