@@ -19,7 +19,7 @@ from testbed.host_vm_machine import host_vm_argv, host_vm_plan
 from testbed.nested_machine import L2_RUN, nested_argv, with_host_devices
 from testbed.scenario import BootStep
 from testbed.snapshots import snapshot_key
-from testbed.warm_boot import OWN_SAVE, SETTLE_DIFFERENCE, WarmStart, guest_cold_reasons
+from testbed.warm_boot import MAPPED_RAM_SINCE, OWN_SAVE, SETTLE_DIFFERENCE, WarmStart, guest_cold_reasons
 
 if TYPE_CHECKING:
     from testbed.host_image import HostImage
@@ -78,6 +78,8 @@ def plan_host_start(scenario: "Scenario", plans: list["MachinePlan"], qemu: "Qem
     warm = HostWarmStart(first.snapshot, names)
     if first.snapshot == "never":
         return warm
+    if tuple(qemu.version[:2]) < MAPPED_RAM_SINCE:  # the host VM is saved by a migration to a file
+        warm.reasons.append(f"QEMU {'.'.join(map(str, qemu.version))} has no mapped-ram (9.0+)")
     if first.vms is not None and set(first.vms) != set(names):
         warm.reasons.append("the first boot step does not boot every guest (the host VM is saved with all of them)")
     for name in names:

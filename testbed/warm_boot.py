@@ -1,19 +1,16 @@
 """Warm start: a VM resumes from a cached post-boot state instead of booting.
 
-Mechanism: QEMU's migration to a file with the `mapped-ram` capability (QEMU 9.0+): each RAM page
-has a fixed offset, so the file is as large as the guest's RAM at most (sparse, zero pages are
-holes), saving needs no second QEMU, and restoring reads the pages straight into place (`-incoming
-defer`, `migrate-incoming file:`). `savevm` would need a qcow2 disk the guests do not have, and a
-plain stream to a file would be read serially.
+Mechanism (testbed.vm_snapshot): QMP `snapshot-save` after the boot, `snapshot-load` into a QEMU
+launched with the same argv at -S, the VM state in a qcow2 file of its own. It does not go through
+migration, so failover's migration notifier does not unplug a `pci` primary: the run that saved goes
+on in the QEMU that booted, and a restored guest has its primary in place, as a cold one has. An
+`igb-vf` primary is the guest's own VF, which QEMU cannot carry (its igbvf has no vmstate: a VF saved
+while enabled is dead after the restore), so the guest removes its VFs before the save and enables
+them again after it, in the run that saves as in every restore, as a host does around a migration.
+What differs from a guest that never was saved is written in the report.
 
-Saving is a migration, so QEMU runs failover's automatic unplug: a `pci` primary leaves the guest
-before the save and QEMU plugs it back after the restore, once the restored guest's STANDBY is
-seen (FAILOVER_NEGOTIATED). An `igb-vf` primary is the guest's own VF, which QEMU cannot carry
-(its igbvf has no migration state: a VF saved while enabled is dead after the restore), so the
-guest removes its VFs before the save and enables them again after the restore, as a host does
-around a migration. So that a run that saved and a run that restores see the same guest, a run that
-boots cold and saves goes on from its own restored state too. What differs from a guest that never
-was saved (the primaries' re-plug after the restore) is written in the report."""
+The host-VM topology saves its host VM by a migration to a file (`mapped-ram`, QEMU 9.0+, see
+testbed.host_vm_warm): `save` and `load_into` here."""
 
 from __future__ import annotations
 
@@ -23,6 +20,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from testbed import vm_snapshot
 from testbed.cloud_seed import FLAVOUR as CLOUD_INIT
 from testbed.errors import StepFailed, TestbedError
 from testbed.qemu_argv import LaunchFiles, build_argv
@@ -38,13 +36,12 @@ logger = logging.getLogger(__name__)
 StepT = TypeVar("StepT")
 
 MAPPED_RAM_SINCE = (9, 0)
-OWN_SAVE = "this run's own save"  # a cold boot that saved goes on from its own restored state
+OWN_SAVE = "this run's own save"  # a host VM that saved goes on from its own restored state
 SAVE_TIMEOUT_S = 120
-QEMU_PAIRED_DIFFERENCE = ("QEMU unplugged the pci primaries for the save and plugged them back after the "
-                          "restore (FAILOVER_NEGOTIATED on the restored QEMU)")
+# Part of a flat guest's snapshot key: a snapshot of another format is never loaded as this one.
+STATE_FORMAT = "snapshot-save:qcow2"
 GUEST_PAIRED_DIFFERENCE = ("the guest removed its igb VFs before the save (sriov_numvfs 0) and enabled them "
-                           "again after the restore (the image's sriov-pf: VF MAC set through the PF, igbvf "
-                           "probed)")
+                           "again after it (the image's sriov-pf: VF MAC set through the PF, igbvf probed)")
 SETTLE_DIFFERENCE = "the guest's clock was set and its neighbour table flushed"
 
 
@@ -63,8 +60,8 @@ def cold_reasons(ctx: "RunContext", name: str, step: BootStep) -> list[str]:
 
 def guest_cold_reasons(scenario: "Scenario", qemu_version: tuple[int, ...], name: str, step: BootStep) -> list[str]:
     reasons = []
-    if tuple(qemu_version[:2]) < MAPPED_RAM_SINCE:
-        reasons.append(f"QEMU {'.'.join(map(str, qemu_version))} has no mapped-ram (9.0+)")
+    if tuple(qemu_version[:2]) < vm_snapshot.SINCE:
+        reasons.append(f"QEMU {'.'.join(map(str, qemu_version))} has no snapshot-save job (6.0+)")
     vm = next(v for v in scenario.vms if v.name == name)
     if vm.image == CLOUD_INIT:
         # What cloud-init did with its seed at boot (names, the rendered config) is what a scenario of
@@ -78,8 +75,9 @@ def guest_cold_reasons(scenario: "Scenario", qemu_version: tuple[int, ...], name
         if not pair.standby.at_boot or not getattr(pair.primary, "at_boot", True):
             reasons.append(f"pair {pair.name}: a NIC is plugged after the boot (the order is the scenario's point)")
         if getattr(pair.primary, "rom", False):
-            # QEMU re-plugs the primary after the restore without its ROM's RAM block, and the load
-            # fails on it (zoo item 2, the same as a migration's destination)
+            # the restored QEMU adds the primary only while it loads virtio-net's state, after the
+            # RAM, so the ROM's RAM block is unknown when the RAM is read (zoo item 2: a migration's
+            # destination fails the same way)
             reasons.append(f"pair {pair.name}: the primary has an option ROM (rom: true), which a restore cannot load")
         if pair.dhcp:
             # dnsmasq is started afresh by every run: a restored guest would hold a lease this run's
@@ -94,8 +92,8 @@ def guest_cold_reasons(scenario: "Scenario", qemu_version: tuple[int, ...], name
     for i, later in enumerate(scenario.steps):
         if isinstance(later, CheckEventsStep) and later.vm == name and later.since_step <= boot_index:
             reasons.append(f"steps[{i}] (check-events since step {later.since_step}) looks at the boot's QMP events")
-        # present: true after a boot that waited for the pairs holds after a restore too (QEMU plugs
-        # the primary back); present: false is QEMU keeping it hidden before STANDBY, at boot.
+        # present: true after a boot that waited for the pairs holds after a restore too (QEMU adds
+        # the primary while it loads); present: false is QEMU keeping it hidden before STANDBY, at boot.
         if isinstance(later, CheckDeviceStep) and later.vm == name and not later.present:
             reasons.append(f"steps[{i}] (check-primary-device present: false) looks at the primary hidden at boot")
     return reasons
@@ -150,8 +148,7 @@ def plan_start(ctx: "RunContext", name: str, step: BootStep) -> WarmStart:
     if not warm.reasons:
         warm.key = key_for(ctx, name)
         kinds = {pair.kind.paired_by for pair in ctx.plan(name).pairs if pair.kind is not None}
-        warm.differs_from_cold = "; ".join([*([QEMU_PAIRED_DIFFERENCE] if "qemu" in kinds else []),
-                                            *([GUEST_PAIRED_DIFFERENCE] if "guest" in kinds else []),
+        warm.differs_from_cold = "; ".join([*([GUEST_PAIRED_DIFFERENCE] if "guest" in kinds else []),
                                             SETTLE_DIFFERENCE])
     return warm
 
@@ -167,7 +164,8 @@ def key_for(ctx: "RunContext", name: str) -> str:
     plan = replace(plan, seed_disk=plan.seed_disk and Path("<artifacts>/seed.iso"),
                    kexec_disk=plan.kexec_disk and Path("<artifacts>/kexec.img"))
     argv = build_argv(ctx.qemu.path, plan, files, ctx.accel)
-    return snapshot_key(image.directory.name, ctx.qemu.version_text, ctx.qemu.path, argv, ctx.accel)
+    return snapshot_key(f"{image.directory.name}+{STATE_FORMAT}", ctx.qemu.version_text, ctx.qemu.path, argv,
+                        ctx.accel)
 
 
 def set_capabilities(machine: "QemuMachine", mapped_ram: bool = False, others: dict[str, bool] | None = None) -> None:
