@@ -1,8 +1,8 @@
 """`testbed bench --warm`: cold boot against warm restore, up to pairs ready, side by side in one run.
 Each scenario runs three times. First with its boot step set to `snapshot: never`: today's time
 without the cache. Then twice with `snapshot: auto`, in a snapshot cache of its own: the first of
-those boots cold, saves and goes on from its own save (what an empty cache costs), the second
-restores. A scenario that must boot cold says why.
+those boots cold, saves and goes on (what an empty cache costs; a host VM goes on from a restore of
+its own save), the second restores. A scenario that must boot cold says why.
 Times are from the VM's launch (or restore), and from the run's start: for a host-VM scenario the
 host VM's own boot comes before its guest's launch, and its restore is what a warm run saves.
 Figures are printed, never asserted."""
@@ -62,8 +62,9 @@ def run_warm_bench(console: Console, names: tuple[str, ...] = DEFAULT) -> dict[s
                        # the whole run: without the cache, with an empty one, with a warm one
                        "never_run_s": durations[0], "empty_cache_run_s": durations[1], "warm_run_s": durations[2],
                        "empty_cache_pct": round(100 * (durations[1] - durations[0]) / durations[0], 1),
-                       # the same cost within one run: its boot step from the cold pairs to the end of
-                       # the restore from its own save (free of the noise between runs)
+                       # the same cost within one run, free of the noise between runs: its boot step
+                       # from the cold pairs to the pairs after the save (a host VM: after the restore
+                       # from its own save)
                        "own_save_cost_s": (round(first["pairs_ready_in_run_s"] - cold["pairs_ready_in_run_s"], 3)
                                            if "cold_boot" in first else None)}
                 if row["own_save_cost_s"] is not None:
@@ -93,7 +94,7 @@ def print_warm_bench(results: dict[str, Any], console: Console) -> None:
                       "; ".join(r.get("cold_because") or []) or "-")
     console.print(table)
     cost = Table(title="what the cache costs: the whole run without it (snapshot: never), with it empty, with it warm")
-    for column in ("scenario", "never s", "empty cache s", "+%", "own save and restore s", "+% of never", "warm s"):
+    for column in ("scenario", "never s", "empty cache s", "+%", "own save s", "+% of never", "warm s"):
         cost.add_column(column)
     for r in results["rows"]:
         cost.add_row(r["scenario"], *("-" if r.get(k) is None else str(r[k])

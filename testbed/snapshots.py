@@ -1,5 +1,6 @@
-"""The cache of post-boot guest states (QEMU's migration stream to a file, `mapped-ram` format), keyed
-by everything that shapes a booted guest, bounded in size and evicted least recently used first.
+"""The cache of post-boot guest states (a flat guest's qcow2 with its `snapshot-save`, a host VM's
+migration stream to a file in `mapped-ram` format), keyed by everything that shapes a booted guest,
+bounded in size and evicted least recently used first.
 
 Layout, next to the image cache: <cache>/snapshots/<key>/{state,meta.json}. A snapshot appears in one
 rename of a finished directory, so a reader never sees a half-written one, and two writers (pytest-xdist
@@ -83,7 +84,7 @@ class Snapshot:
             return {}
 
     def size_bytes(self) -> int:
-        # mapped-ram files are sparse: count what the disk holds
+        # mapped-ram files are sparse (and qcow2 ones may be): count what the disk holds
         return sum(p.stat().st_blocks * 512 for p in self.directory.iterdir() if p.is_file())
 
     def last_used(self) -> float:
