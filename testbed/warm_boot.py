@@ -5,8 +5,8 @@ launched with the same argv at -S, the VM state in a qcow2 file of its own. It d
 migration, so failover's migration notifier does not unplug a `pci` primary: the run that saved goes
 on in the QEMU that booted, and a restored guest has its primary in place, as a cold one has. An
 `igb-vf` primary is the guest's own VF, which QEMU cannot carry (its igbvf has no vmstate: a VF saved
-while enabled is dead after the restore), so the guest removes its VFs before the save and enables
-them again after it, in the run that saves as in every restore, as a host does around a migration.
+while in use is dead after the restore), so the guest unbinds it from igbvf before the save and
+binds it again after it, in the run that saves as in every restore.
 What differs from a guest that never was saved is written in the report.
 
 The host-VM topology saves its host VM by a migration to a file (`mapped-ram`, QEMU 9.0+, see
@@ -40,8 +40,8 @@ OWN_SAVE = "this run's own save"  # a host VM that saved goes on from its own re
 SAVE_TIMEOUT_S = 120
 # Part of a flat guest's snapshot key: a snapshot of another format is never loaded as this one.
 STATE_FORMAT = "snapshot-save:qcow2"
-GUEST_PAIRED_DIFFERENCE = ("the guest removed its igb VFs before the save (sriov_numvfs 0) and enabled them "
-                           "again after it (the image's sriov-pf: VF MAC set through the PF, igbvf probed)")
+GUEST_PAIRED_DIFFERENCE = ("the guest unbound its paired igb VFs from igbvf before the save and bound them "
+                           "again after it (net_failover saw the primary go and come back)")
 SETTLE_DIFFERENCE = "the guest's clock was set and its neighbour table flushed"
 
 
@@ -261,19 +261,30 @@ _PF_BY_MAC = 'for d in /sys/class/net/*; do [ "$(cat "$d/address")" = "$1" ] && 
     '[ -n "$pf" ] || { echo "no netdev with MAC $1" >&2; exit 1; }; '
 
 
+# The VFs the image's sriov-pf paired are the ones it set driver_override=igbvf on (autoprobe is off).
+_UNBIND_VFS = 'n=0; for vf in "/sys/class/net/$pf/device"/virtfn*; do [ -e "$vf/driver" ] || continue; ' \
+    'echo "$(basename "$(readlink -f "$vf")")" > "$vf/driver/unbind" && n=$((n + 1)); done; ' \
+    '[ "$n" -gt 0 ] || { echo "no VF of $pf is bound to a driver" >&2; exit 1; }'
+_BIND_VFS = 'n=0; for vf in "/sys/class/net/$pf/device"/virtfn*; do ' \
+    '[ "$(cat "$vf/driver_override")" = igbvf ] && [ ! -e "$vf/driver" ] || continue; ' \
+    'echo "$(basename "$(readlink -f "$vf")")" > /sys/bus/pci/drivers/igbvf/bind && n=$((n + 1)); done; ' \
+    '[ "$n" -gt 0 ] || { echo "no VF of $pf is waiting for igbvf" >&2; exit 1; }'
+
+
 def release_guest_vfs(ctx: "RunContext", name: str) -> None:
-    """Before a save: the guest disables its PFs' VFs, so that no VF is saved half-way (QEMU's igbvf
-    has no migration state). net_failover sees its primary go, as on a hot-unplug."""
+    """Before a save: the guest unbinds its paired VFs from igbvf, so that no VF is saved in use (QEMU's
+    igbvf has no vmstate: a VF's PCI state, its command register and MSI-X, comes back reset). The
+    VF stays, its MAC and queues are the PF's state; net_failover sees its primary go, as on a
+    hot-unplug. (Setting sriov_numvfs to 0 did the same in 2.9 s here, resetting the PF twice.)"""
     for mac in _guest_pf_macs(ctx, name):
-        ctx.shell(name).run(["sh", "-c", _PF_BY_MAC + 'echo 0 > "/sys/class/net/$pf/device/sriov_numvfs"',
-                             "sh", mac], timeout=60)
+        ctx.shell(name).run(["sh", "-c", _PF_BY_MAC + _UNBIND_VFS, "sh", mac], timeout=60)
 
 
 def replug_guest_vfs(ctx: "RunContext", name: str) -> None:
-    """After a restore: the guest enables its VFs again with the image's own script (VF MAC through the
-    PF, igbvf probed), as udev did at boot; the boot step then waits for the pairs as usual."""
+    """After a save or a restore: the guest binds its paired VFs to igbvf again, whose probe enables
+    the device and its MSI-X afresh; the boot step then waits for the pairs as usual."""
     for mac in _guest_pf_macs(ctx, name):
-        ctx.shell(name).run(["sh", "-c", _PF_BY_MAC + '/usr/lib/testbed/sriov-pf "$pf"', "sh", mac], timeout=60)
+        ctx.shell(name).run(["sh", "-c", _PF_BY_MAC + _BIND_VFS, "sh", mac], timeout=60)
 
 
 def cache(ctx: "RunContext") -> SnapshotCache:

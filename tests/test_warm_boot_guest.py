@@ -104,8 +104,8 @@ def test_a_second_run_resumes_and_a_broken_snapshot_boots_cold(run_testbed_scena
 
 
 def test_an_igb_vf_guest_resumes_and_its_vf_carries_the_traffic(run_testbed_scenario, snapshot_dir, tmp_path):
-    """QEMU's igbvf has no migration state, so the guest drops its VFs before the save and enables them
-    again after the restore; the check-traffic step's `path: primary` proves the re-made VF carries it."""
+    """QEMU's igbvf has no migration state, so the guest unbinds its VF before the save and binds it
+    again after the restore; the check-traffic step's `path: primary` proves the rebound VF carries it."""
     loaded = load_scenario(SCENARIOS / "unplug-replug-igb-vf.yaml")
     boot, start, sleep, on_the_vf = loaded.steps[:4]
     assert (start.action, sleep.action, on_the_vf.action, on_the_vf.path) == \
@@ -135,7 +135,7 @@ def test_an_igb_vf_guest_resumes_and_its_vf_carries_the_traffic(run_testbed_scen
     assert second.passed, second.error
     boot2 = second.vms["vm1"].boot
     assert boot2["start"] == "restored" and boot2["restored_from"] == boot1["snapshot_key"], boot2
-    assert "removed its igb VFs before the save" in boot2["differs_from_cold"]
+    assert "unbound its paired igb VFs from igbvf before the save" in boot2["differs_from_cold"]
     primary = [n for n in second.vms["vm1"].netdevs if n["role"] == "primary"]
     assert [n["driver"] for n in primary] == ["igbvf"], second.vms["vm1"].netdevs
 
