@@ -35,6 +35,15 @@ def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool 
     return not any(a == collection_path or collection_path in a.parents for a in asked)
 
 
+@pytest.fixture(autouse=True)
+def _guest_image_built_first(request: pytest.FixtureRequest) -> None:
+    """A guest test's own deadlines (a wait for a step to start, a subprocess's timeout) must not
+    include building the minimal image: on a cold cache, beside another worker's guest, the build
+    took the 120 s of one such wait in CI. The build comes first, in set-up, under the image lock."""
+    if request.node.get_closest_marker("guest") is not None:
+        request.getfixturevalue("testbed_image")
+
+
 def _net_namespaces() -> set[int]:
     found = set()
     for entry in Path("/proc").iterdir():
