@@ -60,16 +60,14 @@ def save(machine: "QemuMachine", qemu_path: str, path: Path, timeout: float) -> 
     return round(time.monotonic() - started, 3)
 
 
-def load(machine: "QemuMachine", state: Path, scratch: Path, timeout: float) -> float:
-    """Loads a cached state into a machine launched at -S (left stopped). Its seconds."""
-    started = time.monotonic()
+def load(machine: "QemuMachine", state: Path, scratch: Path, timeout: float) -> None:
+    """Loads a cached state into a machine launched at -S (left stopped)."""
     copy = scratch / f"{machine.name}-vmstate.qcow2"
     try:
         shutil.copyfile(state, copy)
         _run_job(machine, "snapshot-load", copy, timeout)
     finally:
         copy.unlink(missing_ok=True)
-    return round(time.monotonic() - started, 3)
 
 
 def _run_job(machine: "QemuMachine", command: str, path: Path, timeout: float) -> None:

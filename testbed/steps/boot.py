@@ -72,8 +72,8 @@ def _set_aside(machine: QemuMachine, name: str) -> None:
 
 def _save(ctx: RunContext, name: str, step: BootStep, warm: warm_boot.WarmStart) -> dict[str, Any]:
     """After a cold boot: saves the state and goes on in the same QEMU, whose guest the save leaves as
-    it was (an igb VF removed for the save is made again, as after every restore). The timings of the
-    pairs after the save."""
+    it was (an igb VF unbound for the save is bound again, as after every restore). The timings of
+    the pairs after the save."""
     assert warm.key is not None
     # The cache's own work gets a budget of its own, timeout_s again: a cold boot that used most of
     # the step's budget (seen on a loaded CI machine) must not leave the save 0 s.
