@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from testbed import warm_boot
+from testbed.errors import StepFailed
 from testbed.scenario import BootStep, load_scenario
 
 pytestmark = pytest.mark.guest
@@ -24,7 +26,8 @@ def snapshot_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return path
 
 
-def test_a_second_run_resumes_and_a_broken_snapshot_boots_cold(run_testbed_scenario, snapshot_dir, tmp_path):
+def test_a_second_run_resumes_and_a_broken_snapshot_boots_cold(run_testbed_scenario, snapshot_dir, tmp_path,
+                                                               monkeypatch):
     scenario = SCENARIOS / "unplug-replug-pci.yaml"
     first = run_testbed_scenario(scenario, name="first")
     assert first.passed, first.error
@@ -86,6 +89,25 @@ def test_a_second_run_resumes_and_a_broken_snapshot_boots_cold(run_testbed_scena
     by_plugin = json.loads(plugin_report.read_text())
     assert by_plugin["snapshot_default"] == "auto"
     assert by_plugin["vms"]["vm1"]["boot"]["restored_from"] == boot1["snapshot_key"], by_plugin["vms"]["vm1"]["boot"]
+
+    # A restore that fails late, with the step's budget spent (as when its pairs never settle), still
+    # leaves the cold boot a budget of its own. The budget is spent by hand, not waited out.
+    settle, failed = warm_boot.settle_restored, []
+
+    def spend_the_budget_and_fail(ctx, name):
+        if failed:  # the cold boot's save settles its guest too
+            return settle(ctx, name)
+        failed.append(name)
+        ctx.deadline = ctx.clock.now()
+        raise StepFailed(f"{name}: injected: the restored guest's pairs never settled")
+    monkeypatch.setattr(warm_boot, "settle_restored", spend_the_budget_and_fail)
+    late = run_testbed_scenario(bare, name="late")
+    monkeypatch.setattr(warm_boot, "settle_restored", settle)
+    assert late.passed, late.error
+    boot_late = late.vms["vm1"].boot
+    assert boot_late["start"] == "cold" and boot_late["fallback"].startswith(f"restoring {boot1['snapshot_key']}")
+    assert "injected" in boot_late["fallback"], boot_late
+    assert "cold_boot" in boot_late and boot_late["saved_s"] > 0, boot_late  # and it saved again
 
     state = snap / "state"
     with state.open("r+b") as f:

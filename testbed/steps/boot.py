@@ -53,6 +53,9 @@ def _try_cached(ctx: RunContext, name: str, step: BootStep, warm: warm_boot.Warm
         if name in ctx.shells:
             ctx.shells.pop(name).close()
         _set_aside(failed, f"{name}-restore-failed")
+        # the cold boot gets a budget of its own: a restore that failed late (its pairs never
+        # settled) may have used all of the step's
+        ctx.start_deadline(step.timeout_s)
         return None
     snap.touch()
     warm.restored_from, warm.restore_s = warm.key, timings.get("pairs_ready_s", timings["ssh_ready_s"])
