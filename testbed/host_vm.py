@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from testbed import warm_boot
+from testbed import host_vm_warm, warm_boot
 from testbed.errors import TestbedError
 from testbed.guest_shell import CommandResult, GuestShell
 from testbed.host_vm_machine import HostVmMachine, host_vm_plan
@@ -118,13 +118,6 @@ class VmHost(Host):
         self.shell.connect(timeout_s, alive=self.machine.alive)
 
     # -- the warm start (testbed.host_vm_warm): L1 saved and restored with its nested guests running
-    def saved_state(self) -> dict[str, object]:
-        """What a restored L1 holds but the testbed cannot read back cheaply: its PFs, VFs and verdicts."""
-        return {"pfs": self.pfs, "pf_bars": self.pf_bars, "vf_drivers": self.vf_drivers,
-                "vfs": [[vm, slot, pair, bdf, self.vf_numbers[(vm, slot, pair)]]
-                        for (vm, slot, pair), bdf in self.vfs.items()],
-                "nested_accel": [self.nested_accel, self.nested_accel_evidence]}
-
     def save_to(self, path: Path) -> float:
         """Saves L1 with everything running in it, and leaves it paused. The SSH session into L1 is
         closed first: a connection open across the save would be a stale one in the restored L1."""
@@ -133,33 +126,34 @@ class VmHost(Host):
             self.shell = None
         return warm_boot.save(self.machine, path)
 
-    def resume_from(self, state: Path, saved: dict, label: str, timeout_s: float) -> float:
-        """L1 from a saved state in a new QEMU on the same taps (the old one is stopped first: it holds
-        them): running, SSH up, clock set. Returns when the restore began, on the run clock."""
+    def go_on_after_save(self, timeout_s: float) -> float:
+        """L1 runs on in the QEMU that saved it: it has no failover pair of its own, so the migration
+        to a file changed nothing in it. Returns when it resumed, on the run clock."""
         started = self._clock.now()
-        old = self.machine
-        if old.proc is not None:
-            old.shutdown()
-            self.machine = HostVmMachine(old.host_plan, old.host_image, old.qemu, self.netns,
-                                         self.artifacts_root / label, self._clock, old.socket_dir or Path("."),
-                                         incoming=True)
+        self.machine.cont()
+        self._connect_after_pause(timeout_s)
+        self.timings["host_resumed_s"] = round(self._clock.now() - started, 3)
+        return started
+
+    def _resume_from(self, state: Path, saved: dict, timeout_s: float) -> float:
+        """L1 loaded from a saved state into its QEMU launched with `-incoming defer`: running, SSH
+        up, clock set. Returns when the restore began, on the run clock."""
+        started = self._clock.now()
         self.machine.launch()
         warm_boot.load_into(self.machine, state, timeout_s)
-        self._connect(timeout_s)
-        self._sh(["date", "-s", f"@{int(time.time())}"])  # L1's clock stopped at the save
-        self.pfs = {int(k): v for k, v in saved["pfs"].items()}
-        self.pf_bars = {int(k): v for k, v in saved["pf_bars"].items()}
-        self.vf_drivers = dict(saved["vf_drivers"])
-        self.vfs = {(vm, slot, pair): bdf for vm, slot, pair, bdf, _ in saved["vfs"]}
-        self.vf_numbers = {(vm, slot, pair): number for vm, slot, pair, _, number in saved["vfs"]}
-        self.nested_accel, self.nested_accel_evidence = saved["nested_accel"]
+        self._connect_after_pause(timeout_s)
+        host_vm_warm.apply_saved_state(self, saved)
         self.timings["host_restored_s"] = round(self._clock.now() - started, 3)
         return started
+
+    def _connect_after_pause(self, timeout_s: float) -> None:
+        self._connect(timeout_s)
+        self._sh(["date", "-s", f"@{int(time.time())}"])  # L1's clock stopped at the save
 
     def _restored_at_start(self, snapshot: "Snapshot", timeout_s: float) -> bool:
         assert self.warm is not None
         try:
-            self.warm.restore_started = self.resume_from(snapshot.state, snapshot.meta()["host"], "host", timeout_s)
+            self.warm.restore_started = self._resume_from(snapshot.state, snapshot.meta()["host"], timeout_s)
             self.warm.restored_from = snapshot.key
             return True
         except (TestbedError, KeyError, TypeError, ValueError) as e:

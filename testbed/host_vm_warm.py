@@ -6,8 +6,8 @@ What a save cannot carry is a VF that a guest holds: QEMU's igbvf has no migrati
 VF is dead after the restore (docs/findings/igbvf-no-migration-state.md). Around the save the
 testbed therefore does what the kernel document's host script does around a migration: each VFIO
 primary is unplugged from its guest (device_del) and its VF MAC zeroed through the PF; after the
-restore the VF MAC is set again and the vfio-pci device added back. As with a flat guest, a run that
-boots cold and saves goes on from its own restored state, so that every run sees the same guests."""
+restore the VF MAC is set again and the vfio-pci device added back. A run that boots cold and saves
+goes on in the same host VM, and gives its guests their VFs back the same way."""
 
 from __future__ import annotations
 
@@ -19,10 +19,11 @@ from testbed.host_vm_machine import host_vm_argv, host_vm_plan
 from testbed.nested_machine import L2_RUN, nested_argv, with_host_devices
 from testbed.scenario import BootStep
 from testbed.snapshots import snapshot_key
-from testbed.warm_boot import MAPPED_RAM_SINCE, OWN_SAVE, SETTLE_DIFFERENCE, WarmStart, guest_cold_reasons
+from testbed.warm_boot import MAPPED_RAM_SINCE, SETTLE_DIFFERENCE, WarmStart, guest_cold_reasons
 
 if TYPE_CHECKING:
     from testbed.host_image import HostImage
+    from testbed.host_vm import VmHost
     from testbed.images import GuestImage
     from testbed.plan import MachinePlan
     from testbed.qemu_host import QemuBinary
@@ -41,8 +42,8 @@ class HostWarmStart:
     vms: list[str]
     reasons: list[str] = field(default_factory=list)
     key: str | None = None
-    restored_from: str | None = None  # a snapshot's key, or OWN_SAVE after this run's own save
-    restore_started: float | None = None  # run clock
+    restored_from: str | None = None  # a snapshot's key
+    restore_started: float | None = None  # run clock: L1's restore began, or it resumed after its save
     saved_s: float | None = None
     fallback: str | None = None
     done: bool = False               # the first boot step has run
@@ -55,11 +56,11 @@ class HostWarmStart:
         warm = WarmStart(self.mode, key=self.key, reasons=list(self.reasons), restored_from=self.restored_from,
                          saved_s=self.saved_s, fallback=self.fallback)
         warm.differs_from_cold = f"{HOST_DIFFERENCE}; {SETTLE_DIFFERENCE}"
+        warm.saving_run_differs = True  # its VFs were plugged back after the save, as after a restore
         return warm
 
     def describe(self) -> dict[str, Any]:
-        restored = self.restored_from is not None and self.restored_from != OWN_SAVE
-        out: dict[str, Any] = {"start": "restored" if restored else "cold", "snapshot_mode": self.mode}
+        out: dict[str, Any] = {"start": "restored" if self.restored_from is not None else "cold", "snapshot_mode": self.mode}
         for name in ("key", "restored_from", "saved_s", "fallback"):
             if getattr(self, name) is not None:
                 out[name] = getattr(self, name)
@@ -101,3 +102,21 @@ def host_key(plans: list["MachinePlan"], qemu: "QemuBinary", image: "GuestImage"
         parts += nested_argv(with_host_devices(plan.on_slot(0), vfs), L2_RUN / plan.name, "<nested-accel>")
     return snapshot_key(f"{host_image.directory.name}+{image.directory.name}", qemu.version_text, qemu.path,
                         parts, "tcg")
+
+
+def saved_state(host: "VmHost") -> dict[str, object]:
+    """What a restored L1 holds but the testbed cannot read back cheaply (its PFs, VFs and verdicts),
+    for the snapshot's meta.json."""
+    return {"pfs": host.pfs, "pf_bars": host.pf_bars, "vf_drivers": host.vf_drivers,
+            "vfs": [[vm, slot, pair, bdf, host.vf_numbers[(vm, slot, pair)]]
+                    for (vm, slot, pair), bdf in host.vfs.items()],
+            "nested_accel": [host.nested_accel, host.nested_accel_evidence]}
+
+
+def apply_saved_state(host: "VmHost", saved: dict) -> None:
+    host.pfs = {int(k): v for k, v in saved["pfs"].items()}
+    host.pf_bars = {int(k): v for k, v in saved["pf_bars"].items()}
+    host.vf_drivers = dict(saved["vf_drivers"])
+    host.vfs = {(vm, slot, pair): bdf for vm, slot, pair, bdf, _ in saved["vfs"]}
+    host.vf_numbers = {(vm, slot, pair): number for vm, slot, pair, _, number in saved["vfs"]}
+    host.nested_accel, host.nested_accel_evidence = saved["nested_accel"]

@@ -36,7 +36,6 @@ logger = logging.getLogger(__name__)
 StepT = TypeVar("StepT")
 
 MAPPED_RAM_SINCE = (9, 0)
-OWN_SAVE = "this run's own save"  # a host VM that saved goes on from its own restored state
 SAVE_TIMEOUT_S = 120
 # Part of a flat guest's snapshot key: a snapshot of another format is never loaded as this one.
 STATE_FORMAT = "snapshot-save:qcow2"
@@ -115,18 +114,19 @@ class WarmStart:
     saved_s: float | None = None
     fallback: str | None = None        # why a restore was abandoned for a cold boot
     differs_from_cold: str = SETTLE_DIFFERENCE
+    saving_run_differs: bool = False   # the run that saved differs from cold too (a host VM's guests)
 
     def wants_snapshot(self) -> bool:
         return self.mode != "never" and not self.reasons
 
     def report(self) -> dict[str, Any]:
-        restored = self.restored_from is not None and self.restored_from != OWN_SAVE
-        out: dict[str, Any] = {"start": "restored" if restored else "cold", "snapshot_mode": self.mode}
+        out: dict[str, Any] = {"start": "restored" if self.restored_from else "cold", "snapshot_mode": self.mode}
         if self.key:
             out["snapshot_key"] = self.key
         if self.restored_from:
             out["restored_from"] = self.restored_from
             out["restore_s"] = self.restore_s
+        if self.restored_from or (self.saving_run_differs and self.saved_s is not None):
             out["differs_from_cold"] = self.differs_from_cold
         if self.saved_s is not None:
             out["saved_s"] = self.saved_s

@@ -8,7 +8,7 @@ import shutil
 import time
 from typing import Any, cast
 
-from testbed import warm_boot
+from testbed import host_vm_warm, warm_boot
 from testbed.errors import StepFailed, TestbedError
 from testbed.host_vm import VmHost
 from testbed.host_vm_warm import HostWarmStart
@@ -110,7 +110,8 @@ def _boot_cold(ctx: RunContext, step: BootStep, names: list[str]) -> dict[str, d
 
 
 def _save_and_resume(ctx: RunContext, host: VmHost, step: BootStep, names: list[str], hw: HostWarmStart) -> Started:
-    """After a cold boot: L1 saved with the guests in it, and the run goes on from a restore of it."""
+    """After a cold boot: L1 saved with the guests in it, and the run goes on in the same L1, with
+    each guest adopted and its VFs plugged back as a restore does."""
     assert hw.key is not None
     ctx.start_deadline(step.timeout_s)  # a budget of its own, as a flat VM's save (steps/boot.py)
     cache = warm_boot.cache(ctx)
@@ -121,11 +122,9 @@ def _save_and_resume(ctx: RunContext, host: VmHost, step: BootStep, names: list[
             _pause(ctx, name)
         _forget_guests(ctx, names, "saved-with-the-host-vm")
         hw.saved_s = host.save_to(scratch / "state")
-        saved = host.saved_state()
-        hw.restore_started = host.resume_from(scratch / "state", saved, "host-restored", ctx.timeout(120))
-        ctx.watch.add(host.machine)
-        hw.restored_from = warm_boot.OWN_SAVE
-        started = _adopt_all(ctx, host, step, names, hw, {name: f"{name}-restored" for name in names})
+        saved = host_vm_warm.saved_state(host)
+        hw.restore_started = host.go_on_after_save(ctx.timeout(120))
+        started = _adopt_all(ctx, host, step, names, hw, {name: f"{name}-after-save" for name in names})
     except BaseException as e:  # Ctrl-C too: a half-written state file is as large as the guest's RAM
         shutil.rmtree(scratch, ignore_errors=True)
         if isinstance(e, (TestbedError, StepFailed)):
@@ -157,6 +156,7 @@ def boot_in_host_vm(ctx: RunContext, step: BootStep, names: list[str]) -> Starte
             warm_boot.cache(ctx).drop(hw.key, str(e).splitlines()[0])
             _forget_guests(ctx, names, "went-with-the-restored-host-vm")
             host.restart_cold("host-restore-failed")
+            ctx.start_deadline(step.timeout_s)  # a budget of its own, as a flat VM's fallback (steps/boot.py)
             host.start(*host.boot_args)
             ctx.watch.add(host.machine)
     cold = _boot_cold(ctx, step, names)
