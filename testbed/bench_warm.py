@@ -1,8 +1,7 @@
 """`testbed bench --warm`: cold boot against warm restore, up to pairs ready, side by side in one run.
 Each scenario runs three times. First with its boot step set to `snapshot: never`: today's time
 without the cache. Then twice with `snapshot: auto`, in a snapshot cache of its own: the first of
-those boots cold, saves and goes on (what an empty cache costs; a host VM goes on from a restore of
-its own save), the second restores. A scenario that must boot cold says why.
+those boots cold, saves and goes on (what an empty cache costs), the second restores. A scenario that must boot cold says why.
 Times are from the VM's launch (or restore), and from the run's start: for a host-VM scenario the
 host VM's own boot comes before its guest's launch, and its restore is what a warm run saves.
 Figures are printed, never asserted."""
@@ -63,8 +62,8 @@ def run_warm_bench(console: Console, names: tuple[str, ...] = DEFAULT) -> dict[s
                        "never_run_s": durations[0], "empty_cache_run_s": durations[1], "warm_run_s": durations[2],
                        "empty_cache_pct": round(100 * (durations[1] - durations[0]) / durations[0], 1),
                        # the same cost within one run, free of the noise between runs: its boot step
-                       # from the cold pairs to the pairs after the save (a host VM: after the restore
-                       # from its own save)
+                       # from the cold pairs to the pairs after the save (a host VM: its guests'
+                       # VFs plugged back after it)
                        "own_save_cost_s": (round(first["pairs_ready_in_run_s"] - cold["pairs_ready_in_run_s"], 3)
                                            if "cold_boot" in first else None)}
                 if row["own_save_cost_s"] is not None:
