@@ -1,7 +1,8 @@
 """`testbed bench --warm`: cold boot against warm restore, up to pairs ready, side by side in one run.
 Each scenario runs three times. First with its boot step set to `snapshot: never`: today's time
 without the cache. Then twice with `snapshot: auto`, in a snapshot cache of its own: the first of
-those boots cold, saves and goes on (what an empty cache costs), the second restores. A scenario that must boot cold says why.
+those boots cold, saves and goes on (what an empty cache costs), the second restores. A scenario
+that must boot cold says why.
 Times are from the VM's launch (or restore), and from the run's start: for a host-VM scenario the
 host VM's own boot comes before its guest's launch, and its restore is what a warm run saves.
 Figures are printed, never asserted."""

@@ -158,6 +158,7 @@ def test_an_igb_vf_guest_resumes_and_its_vf_carries_the_traffic(run_testbed_scen
     boot2 = second.vms["vm1"].boot
     assert boot2["start"] == "restored" and boot2["restored_from"] == boot1["snapshot_key"], boot2
     assert "unbound its paired igb VFs from igbvf before the save" in boot2["differs_from_cold"]
+    assert "down and up once" in boot2["differs_from_cold"], boot2
     primary = [n for n in second.vms["vm1"].netdevs if n["role"] == "primary"]
     assert [n["driver"] for n in primary] == ["igbvf"], second.vms["vm1"].netdevs
 
