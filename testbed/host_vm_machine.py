@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from testbed.machine import QemuMachine
 from testbed.nested_machine import qmp_port
-from testbed.plan import MachinePlan
+from testbed.plan import GUEST_KERNEL_ARGS, MachinePlan
 from testbed.primary_kinds import derived_mac
 from testbed.qemu_argv import _opts
 
@@ -37,7 +37,7 @@ class HostVmPlan:
     forwards: list[int]           # ports forwarded from the run's namespace to the same port in L1
 
     def kernel_cmdline(self) -> list[str]:
-        return ["console=ttyS0", "panic=-1", "quiet", "loglevel=6", "intel_iommu=on", "iommu=pt",
+        return [*GUEST_KERNEL_ARGS, "intel_iommu=on", "iommu=pt",
                 f"testbed.hostname={self.name}", f"testbed.mgmt={self.mgmt_mac}"]
 
 
