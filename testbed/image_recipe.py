@@ -56,6 +56,10 @@ class ImageRecipe(BaseModel):
     overlays: list[str] = ["rootfs"]
     enable: list[str] = []  # systemd units enabled in the image (minbase)
     mask: list[str] = []    # systemd units masked in the image: what a TCG boot need not wait for
+    # systemd generators turned off in the image (a link to /dev/null in /etc/systemd/system-generators,
+    # systemd's own way): each is a fork and exec of a binary linked to libsystemd-shared, before
+    # systemd starts any unit, for hardware (LUKS, dm-verity, GPT auto-discovery) a test guest lacks.
+    disable_generators: list[str] = []
     # Python trees that a package ships without byte-code and does not compile when installed; the
     # image's own python3 compiles them at build, so that no boot compiles them under TCG.
     byte_compile: list[str] = []

@@ -53,10 +53,26 @@ def generate_ssh_key(directory: Path) -> str:
 
 
 def systemd_units(tree: Path, recipe: ImageRecipe) -> None:
+    generators = tree / "etc" / "systemd" / "system-generators"
+    for name in recipe.disable_generators:
+        if not (tree / "lib" / "systemd" / "system-generators" / name).exists():
+            raise TestbedError(f"disable_generators: the image has no systemd generator {name}")
+        generators.mkdir(parents=True, exist_ok=True)
+        (generators / name).symlink_to("/dev/null")
     if recipe.enable:
         _run(["chroot", str(tree), "systemctl", "enable", *recipe.enable])
     if recipe.mask:
         _run(["chroot", str(tree), "systemctl", "mask", *recipe.mask])
+
+
+def mark_updated(tree: Path) -> None:
+    """What systemd-update-done writes on an installed system's first boot: with them, the units
+    that rebuild state after an upgrade of /usr (ConditionNeedsUpdate: systemd-sysusers, ldconfig,
+    the hwdb and journal catalogue updates) are skipped, as on every later boot of that system.
+    Written last, so that they are newer than the tree's /usr."""
+    for directory in ("etc", "var"):
+        (tree / directory / ".updated").write_text(
+            "# This file was created by the testbed's image builder, as systemd-update-done would have.\n")
 
 
 def byte_compile(tree: Path, recipe: ImageRecipe) -> None:

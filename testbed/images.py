@@ -226,6 +226,8 @@ def _build(recipe: ImageRecipe, recipe_path: Path, apt: PrivateApt, resolved: Re
     image_tree.write_accounts(tree, image_tree.generate_ssh_key(out), configured=recipe.variant != "extract")
     image_tree.systemd_units(tree, recipe)
     image_tree.byte_compile(tree, recipe)
+    if recipe.variant == "minbase":
+        image_tree.mark_updated(tree)
     _pack_initramfs(tree, out / "initrd.img")
     manifest = {
         "kernel_release": release,
