@@ -27,6 +27,7 @@ from testbed.nested_machine import L2_RUN, NestedMachine, with_host_devices
 from testbed.netns import NetworkNamespace
 from testbed.network import NetworkPlan
 from testbed.plan import MachinePlan
+from testbed.snapshots import SnapshotCache
 from testbed.waiting import wait_until
 
 if TYPE_CHECKING:
@@ -159,6 +160,9 @@ class VmHost(Host):
         except (TestbedError, KeyError, TypeError, ValueError) as e:
             logger.warning("host VM: restoring snapshot %s failed, booting cold: %s", snapshot.key, e)
             self.warm.fallback = f"restoring {snapshot.key} failed: {e}"
+            # as a flat VM's (steps/boot.py): a snapshot that does not load would fail every later
+            # run too, and keep this run's new save from taking its key
+            SnapshotCache(snapshot.directory.parent).drop(snapshot.key, str(e).splitlines()[0])
             self.restart_cold("host-restore-failed")
             return False
 

@@ -1,7 +1,7 @@
 """The kernel document's topology on a host VM, end to end: `testbed bench --host-vm` runs
 scenarios/host-vf-failover.yaml (so the suite runs it once, here, with the checks that the issue's
 "must show" asks of its report) and turns the report into its phase table; then the host VM's warm
-start from the snapshot that run saved."""
+start from the snapshot that run saved, and a cold start from that snapshot broken."""
 
 import json
 from pathlib import Path
@@ -46,7 +46,7 @@ def test_host_vf_failover_through_unplug_replug_and_migration_then_a_warm_start(
     assert "vfio-pci device added again" in boot["differs_from_cold"]
     assert spun == ["vm1"]
 
-    second = run_scenario(_warm_steps(), RunOptions(artifacts_dir=root / "second"))
+    second = run_scenario(_warm_steps("required"), RunOptions(artifacts_dir=root / "second"))
     second.write(root / "second" / "report.json")
     assert second.passed, second.error
     boot2 = second.vms["vm1"].boot
@@ -59,6 +59,23 @@ def test_host_vf_failover_through_unplug_replug_and_migration_then_a_warm_start(
     assert sleep.counters["vm1"]["net0"]["primary"]["rx"] > 50
     # the restored host VM knows both PFs' VFs from the snapshot, though this run never migrates
     assert set(second.topology["vfs"]) == {"vm1/net0@0", "vm1/net0@1"}
+
+    # a host snapshot that does not load: L1 boots cold with its guest, the boot passes, the report
+    # says why, and the failed QEMU's artifacts are kept
+    state = root / "snapshots" / boot["snapshot_key"] / "state"
+    with state.open("r+b") as f:
+        f.truncate(truncated := state.stat().st_size // 5)
+    boot_only = _warm_steps("auto")
+    third = run_scenario(boot_only.model_copy(update={"steps": boot_only.steps[:1]}),
+                         RunOptions(artifacts_dir=root / "third"))
+    third.write(root / "third" / "report.json")
+    assert third.passed, third.error
+    warm = third.topology["warm_start"]
+    assert warm["start"] == "cold" and warm["fallback"].startswith(f"restoring {boot['snapshot_key']} failed"), warm
+    assert third.vms["vm1"].boot["start"] == "cold" and third.topology["host_ssh_ready_s"] > 0
+    assert (root / "third" / "host-restore-failed" / "serial.log").is_file()
+    # the broken snapshot was dropped, so this run's own save took its key
+    assert warm["saved_s"] > 0 and state.stat().st_size > truncated
 
 
 SPIN = "setsid sh -c 'echo $$ >/run/spin.pid; while :; do :; done' </dev/null >/dev/null 2>&1 & sleep 2; " \
@@ -86,10 +103,10 @@ def _spin_the_guest_at_the_save(monkeypatch) -> list[str]:
     return spun
 
 
-def _warm_steps() -> Scenario:
+def _warm_steps(snapshot: str) -> Scenario:
     """The scenario's boot and its first traffic check. Its host VM is the same without the migrations
     (two hosts: two PFs), so the key is. Migrations after a restore ran in the first run."""
-    scenario = load_scenario(SCENARIO, {"snapshot": "required"})
+    scenario = load_scenario(SCENARIO, {"snapshot": snapshot})
     keep = [s for s in scenario.steps if s.action in ("boot", "start-traffic", "sleep")][:3]
     check = next(s for s in scenario.steps if s.action == "check-traffic" and s.path is not None)
     return scenario.model_copy(update={"steps": [*keep, check]})
