@@ -32,9 +32,13 @@ steps:
   - {action: check-netdevs, vm: vm1, expect: no-failover, wait: true, timeout_s: 30}
   - action: exec             # the standby's negotiated features, from virtio's own sysfs
     vm: vm1
+    # no-failover holds as soon as the new kernel's virtio_net probes, before udev renames ethN:
+    # a rename between the glob and the cat found nothing (CI, 2026-11-28), so settle first
     command: >-
+      udevadm settle --timeout=30;
       for d in /sys/class/net/*; do [ "$(cat "$d/address")" = 52:54:00:00:12:6c ] || continue;
-      [ -e "$d/device/features" ] && cat "$d/device/features"; done
+      [ -e "$d/device/features" ] && { cat "$d/device/features"; exit 0; }; done;
+      echo "no virtio netdev with MAC 52:54:00:00:12:6c" >&2; exit 1
   - {action: reset, vm: vm1}
   - {action: check-events, vm: vm1, since_step: 6, sequence: [{event: RESET}, {event: FAILOVER_NEGOTIATED}]}
   - {action: exec, vm: vm1, command: [cat, /proc/cmdline]}
