@@ -1,7 +1,8 @@
 """The kernel document's topology on a host VM, end to end: `testbed bench --host-vm` runs
 scenarios/host-vf-failover.yaml (so the suite runs it once, here, with the checks that the issue's
-"must show" asks of its report) and turns the report into its phase table; then the host VM's warm
-start from the snapshot that run saved, and a cold start from that snapshot broken."""
+"must show" asks of its report) and turns the report into its phase table; it starts on a broken
+snapshot under its own key, so it shows the cold fallback too; then the host VM's warm start from
+the snapshot that run saved."""
 
 import json
 from pathlib import Path
@@ -9,7 +10,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from testbed import warm_boot
+from testbed import host_vm_warm, warm_boot
 from testbed.bench_host_vm import PHASES, SCENARIO, run_host_vm_bench
 from testbed.pytest_plugin import host_vm_flake_rerun
 from testbed.report import RunReport
@@ -21,9 +22,10 @@ pytestmark = [pytest.mark.guest, pytest.mark.slow, pytest.mark.alone, host_vm_fl
 
 
 def test_host_vf_failover_through_unplug_replug_and_migration_then_a_warm_start(tmp_path: Path, monkeypatch):
-    """Under `snapshot: auto` the first run boots cold, saves the host VM with its guest in it, and
-    goes on in the same host VM, its guest adopted again and its VF plugged back as after a restore:
-    every check below holds for that guest.
+    """A broken snapshot under the host VM's key fails the boot step under `snapshot: required`.
+    Under `snapshot: auto` the next run finds a snapshot under its key that does not load, drops
+    it, boots cold, saves the host VM with its guest in it, and goes on in the same host VM, its guest
+    adopted again and its VF plugged back as after a restore: every check below holds for that guest.
     A second run then starts from that snapshot, and its VF carries the traffic.
 
     The nested guest spins a CPU when the host VM is saved: a vCPU of the host VM is then inside the
@@ -32,19 +34,40 @@ def test_host_vf_failover_through_unplug_replug_and_migration_then_a_warm_start(
     root = tmp_path / f"attempt-{len(list(tmp_path.glob('attempt-*'))) + 1}"  # a rerun keeps the first
     monkeypatch.setenv("TESTBED_SNAPSHOT_DIR", str(root / "snapshots"))
     spun = _spin_the_guest_at_the_save(monkeypatch)
+    planted = _plant_a_broken_snapshot_under_the_runs_key(monkeypatch, root / "snapshots", runs=2)
+
+    # under `required`, a host snapshot that does not load fails the boot step, and is dropped
+    boot_only = _warm_steps("required")
+    failed = run_scenario(boot_only.model_copy(update={"steps": boot_only.steps[:1]}),
+                          RunOptions(artifacts_dir=root / "required"))
+    failed.write(root / "required" / "report.json")
+    assert not failed.passed and not failed.steps[0].ok
+    assert failed.steps[0].error.startswith(f"host VM: restoring {planted[0]} failed"), failed.steps[0].error
+    assert not (root / "snapshots" / planted[0]).exists()
+    assert (root / "required" / "host-restore-failed" / "serial.log").is_file()
+
     results = run_host_vm_bench(Console(file=open("/dev/null", "w")), runs=1, artifacts_root=root,
                                 variables={"snapshot": "auto"})
     report = RunReport.model_validate(json.loads((root / "run0" / "report.json").read_text()))
     check_host_vf_failover(results, report)
     boot = report.vms["vm1"].boot
     assert boot["start"] == "cold" and "restored_from" not in boot and boot["saved_s"] > 0, boot
-    # the host VM ran on in the QEMU that saved it: one QEMU, never a second launched for a restore
+    # a host snapshot that does not load: L1 boots cold with its guest, the run passes, the report
+    # says why, and the failed QEMU's artifacts are kept
+    warm = report.topology["warm_start"]
+    assert planted == [boot["snapshot_key"]] * 2
+    assert warm["start"] == "cold" and warm["fallback"].startswith(f"restoring {planted[1]} failed"), warm
+    assert (root / "run0" / "host-restore-failed" / "serial.log").is_file()
+    assert report.topology["host_ssh_ready_s"] > 0
+    # the host VM ran on in the QEMU that saved it: never a second QEMU launched for a restore
     assert report.topology["host_resumed_s"] > 0 and "host_restored_s" not in report.topology
     assert not (root / "run0" / "host-restored").exists()
-    assert report.topology["warm_start"]["start"] == "cold"
-    assert report.topology["warm_start"]["key"] == boot["snapshot_key"]
+    assert warm["key"] == boot["snapshot_key"]
     assert "vfio-pci device added again" in boot["differs_from_cold"]
     assert spun == ["vm1"]
+    # the broken snapshot was dropped, so this run's own save took its key
+    state = root / "snapshots" / boot["snapshot_key"] / "state"
+    assert warm["saved_s"] > 0 and state.stat().st_size > len(BROKEN_STATE)
 
     second = run_scenario(_warm_steps("required"), RunOptions(artifacts_dir=root / "second"))
     second.write(root / "second" / "report.json")
@@ -60,22 +83,6 @@ def test_host_vf_failover_through_unplug_replug_and_migration_then_a_warm_start(
     # the restored host VM knows both PFs' VFs from the snapshot, though this run never migrates
     assert set(second.topology["vfs"]) == {"vm1/net0@0", "vm1/net0@1"}
 
-    # a host snapshot that does not load: L1 boots cold with its guest, the boot passes, the report
-    # says why, and the failed QEMU's artifacts are kept
-    state = root / "snapshots" / boot["snapshot_key"] / "state"
-    with state.open("r+b") as f:
-        f.truncate(truncated := state.stat().st_size // 5)
-    boot_only = _warm_steps("auto")
-    third = run_scenario(boot_only.model_copy(update={"steps": boot_only.steps[:1]}),
-                         RunOptions(artifacts_dir=root / "third"))
-    third.write(root / "third" / "report.json")
-    assert third.passed, third.error
-    warm = third.topology["warm_start"]
-    assert warm["start"] == "cold" and warm["fallback"].startswith(f"restoring {boot['snapshot_key']} failed"), warm
-    assert third.vms["vm1"].boot["start"] == "cold" and third.topology["host_ssh_ready_s"] > 0
-    assert (root / "third" / "host-restore-failed" / "serial.log").is_file()
-    # the broken snapshot was dropped, so this run's own save took its key
-    assert warm["saved_s"] > 0 and state.stat().st_size > truncated
 
 
 SPIN = "setsid sh -c 'echo $$ >/run/spin.pid; while :; do :; done' </dev/null >/dev/null 2>&1 & sleep 2; " \
@@ -101,6 +108,32 @@ def _spin_the_guest_at_the_save(monkeypatch) -> list[str]:
     monkeypatch.setattr(host_vm_boot, "_pause", spin_then_pause)
     monkeypatch.setattr(warm_boot, "settle_restored", settle_then_stop_spinning)
     return spun
+
+
+# A migration stream's header (QEMU_VM_FILE_MAGIC, version 3) and nothing after it: a save cut short.
+BROKEN_STATE = b"QEVM" + (3).to_bytes(4, "big")
+
+
+def _plant_a_broken_snapshot_under_the_runs_key(monkeypatch, cache: Path, runs: int) -> list[str]:
+    """Puts a snapshot that cannot load under the key that each of the first `runs` runs computes for
+    its host VM, before the run looks it up (a cold boot with its guest costs 90 s, so the fallback is
+    shown on the run that boots cold anyway)."""
+    planted: list[str] = []
+    plan = host_vm_warm.plan_host_start
+
+    def plan_then_plant(*args, **kwargs):
+        warm = plan(*args, **kwargs)
+        if len(planted) == runs:
+            return warm
+        assert warm.key is not None, warm.reasons
+        (cache / warm.key).mkdir(parents=True)
+        (cache / warm.key / "state").write_bytes(BROKEN_STATE)
+        (cache / warm.key / "meta.json").write_text(json.dumps({"key": warm.key, "vm": "host", "host": {}}))
+        planted.append(warm.key)
+        return warm
+
+    monkeypatch.setattr(host_vm_warm, "plan_host_start", plan_then_plant)
+    return planted
 
 
 def _warm_steps(snapshot: str) -> Scenario:
