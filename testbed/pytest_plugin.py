@@ -80,6 +80,22 @@ def pytest_configure(config: pytest.Config) -> None:
 SHARE = pytest.StashKey[MachineShare]()
 
 
+def _run_order(item: pytest.Item) -> int:
+    if item.get_closest_marker("alone") is not None:
+        return 0
+    return 2 if item.get_closest_marker("guest") is not None else 1
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The tests that run alone first, then the ones that boot no guest, then the other guest tests,
+    each group in collection order. pytest-xdist's `load` scheduling hands each worker a run of
+    consecutive items to start with: the worker that draws the `alone` tests starts them at once
+    (none waits for another worker's guest test to end), and the other worker spends that time on
+    the tests that boot nothing and so need no share, instead of waiting for the machine."""
+    items.sort(key=_run_order)
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item: pytest.Item) -> None:
     """A guest test's share of the machine, held from before its fixtures are set up until they are
