@@ -85,7 +85,9 @@ class VmHost(Host):
             host = cls(netns, peer, machine, guest_image, clock)
             host.socket_dir, host.warm = socket_dir, warm
             host.boot_args = (plans, slots, timeout_s, host_image.directory.name)
-            if snapshot is None or not host._restored_at_start(snapshot, timeout_s):
+            restored = snapshot is not None and host._restored_at_start(snapshot, timeout_s)
+            # under `required` the boot step fails on a fallback: a cold L1 would only delay that
+            if not restored and not (warm is not None and warm.fallback and warm.mode == "required"):
                 host.start(*host.boot_args)
             return host
         except BaseException:
