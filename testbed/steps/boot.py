@@ -157,7 +157,9 @@ def boot(ctx: RunContext, step: BootStep) -> dict[str, Any]:
 
 @handles(CheckNetdevsStep)
 def check_netdevs(ctx: RunContext, step: CheckNetdevsStep) -> dict[str, Any]:
-    check = pairs_check(ctx, step.vm, step.pairs, step.expect)
+    # a wait ends on the final names, as the boot's does: after a reset the pair can show as
+    # expected before udev renamed ethN, and a step after it then met netdevs renamed under it
+    check = pairs_check(ctx, step.vm, step.pairs, step.expect, settle=step.wait)
     if step.wait:
         waited = wait_until(check, ctx.timeout(step.timeout_s), f"{step.vm}'s pairs to be {step.expect.value}")
     else:
