@@ -160,7 +160,7 @@ class VmHost(Host):
             self.warm.restored_from = snapshot.key
             return True
         except (TestbedError, KeyError, TypeError, ValueError) as e:
-            logger.warning("host VM: restoring snapshot %s failed, booting cold: %s", snapshot.key, e)
+            logger.warning("host VM: restoring snapshot %s failed: %s", snapshot.key, e)
             self.warm.fallback = f"restoring {snapshot.key} failed: {e}"
             # as a flat VM's (steps/boot.py): a snapshot that does not load would fail every later
             # run too, and keep this run's new save from taking its key

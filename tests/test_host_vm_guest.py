@@ -43,6 +43,7 @@ def test_host_vf_failover_through_unplug_replug_and_migration_then_a_warm_start(
     failed.write(root / "required" / "report.json")
     assert not failed.passed and not failed.steps[0].ok
     assert failed.steps[0].error.startswith(f"host VM: restoring {planted[0]} failed"), failed.steps[0].error
+    assert "Configuration section missing" in failed.steps[0].error  # QEMU's own word on the stream cut short
     assert not (root / "snapshots" / planted[0]).exists()
     assert "host_ssh_ready_s" not in failed.topology  # no cold L1 booted just to fail the step
     assert (root / "required" / "host-restore-failed" / "serial.log").is_file()
