@@ -86,8 +86,7 @@ class VmHost(Host):
             host.socket_dir, host.warm = socket_dir, warm
             host.boot_args = (plans, slots, timeout_s, host_image.directory.name)
             restored = snapshot is not None and host._restored_at_start(snapshot, timeout_s)
-            # under `required` the boot step fails on a fallback: a cold L1 would only delay that
-            if not restored and not (warm is not None and warm.fallback and warm.mode == "required"):
+            if not restored and not (warm is not None and warm.fails_on_fallback()):  # a cold L1 would only delay it
                 host.start(*host.boot_args)
             return host
         except BaseException:

@@ -51,6 +51,10 @@ class HostWarmStart:
     def wants_snapshot(self) -> bool:
         return self.mode != "never" and not self.reasons
 
+    def fails_on_fallback(self) -> bool:
+        """L1's snapshot did not load under `required`: the first boot step fails, with no cold start."""
+        return self.fallback is not None and self.mode == "required"
+
     def guest_start(self, name: str) -> WarmStart:
         """What the guest's boot report says: the host VM's snapshot is its snapshot too."""
         warm = WarmStart(self.mode, key=self.key, reasons=list(self.reasons), restored_from=self.restored_from,

@@ -141,7 +141,7 @@ def boot_in_host_vm(ctx: RunContext, step: BootStep, names: list[str]) -> Starte
     host = cast(VmHost, ctx.host)
     hw = host.warm
     assert hw is not None and hw.key is not None
-    if hw.fallback is not None and step.snapshot == "required":  # L1 did not load (and was not booted)
+    if hw.fails_on_fallback():  # hw.mode is this, the first, boot step's snapshot
         raise StepFailed(f"host VM: {hw.fallback}")
     if hw.restored_from is not None:
         try:
