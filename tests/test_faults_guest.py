@@ -1,5 +1,6 @@
 """A VM that dies is reported for what it is, at once: QEMU killed by a signal during traffic or during
-a migration, and a guest kernel panic. Each run is a real `testbed run` of a scenario in tests/faults."""
+a migration, and a guest kernel panic. Each run is a real `testbed run` of a scenario in tests/faults.
+A host VM killed under its guest is tested on the warm run of tests/test_host_vm_guest.py."""
 
 import json
 import os
@@ -12,7 +13,6 @@ from pathlib import Path
 import pytest
 
 from testbed.leftovers import qemu_processes, run_leftovers
-from testbed.pytest_plugin import host_vm_flake_rerun
 
 REPO = Path(__file__).parent.parent
 FAULTS = Path(__file__).parent / "faults"
@@ -103,23 +103,3 @@ def test_guest_kernel_panic_is_named_as_one(tmp_path):
     report = json.loads((artifacts / "report.json").read_text())
     assert report["vms"]["vm1"]["exit"]["panic"].startswith("Kernel panic - not syncing")
     assert report["steps"][1]["ok"] is False and len(report["steps"]) == 2
-
-
-@pytest.mark.slow
-@pytest.mark.alone
-@host_vm_flake_rerun()
-def test_host_vm_killed_is_named_as_the_cause(tmp_path):
-    attempt = tmp_path / f"attempt-{len(list(tmp_path.glob('attempt-*'))) + 1}"  # a rerun keeps the first
-    attempt.mkdir()
-    proc, artifacts = _start(attempt, "kill-host-vm.yaml")
-    _wait_for("the sleep step", lambda: {"index": 3, "action": "sleep", "event": "start"}.items() <=
-              (_steps(artifacts)[-1:] or [{}])[-1].items(), proc, timeout=300)
-    took, err = _kill_and_time(proc, _qemu_pid(artifacts, "host"))
-    assert proc.returncode == 1, err
-    assert took < 10, f"the testbed took {took:.1f}s to report the death"
-    # the host VM, not its guest, is named: its death explains the guest's
-    assert "host: QEMU exited (signal 9, SIGKILL) during step 3 (sleep)" in err
-    report = json.loads((artifacts / "report.json").read_text())
-    assert report["topology"]["exit"]["signal"] == "SIGKILL"
-    assert report["vms"]["vm1"]["shutdowns"][0]["how"] == "went-with-the-host-vm"
-    assert run_leftovers(artifacts) == []

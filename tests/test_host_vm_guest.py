@@ -2,9 +2,15 @@
 scenarios/host-vf-failover.yaml (so the suite runs it once, here, with the checks that the issue's
 "must show" asks of its report) and turns the report into its phase table; it starts on a broken
 snapshot under its own key, so it shows the cold fallback too; then the host VM's warm start from
-the snapshot that run saved."""
+the snapshot that run saved, whose host VM the test kills (the testbed must name it as the cause)."""
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -12,6 +18,7 @@ from rich.console import Console
 
 from testbed import host_vm_warm, warm_boot
 from testbed.bench_host_vm import PHASES, SCENARIO, run_host_vm_bench
+from testbed.leftovers import qemu_processes, run_leftovers
 from testbed.pytest_plugin import host_vm_flake_rerun
 from testbed.report import RunReport
 from testbed.runner import RunOptions, run_scenario
@@ -26,7 +33,8 @@ def test_host_vf_failover_through_unplug_replug_and_migration_then_a_warm_start(
     Under `snapshot: auto` the next run finds a snapshot under its key that does not load, drops
     it, boots cold, saves the host VM with its guest in it, and goes on in the same host VM, its guest
     adopted again and its VF plugged back as after a restore: every check below holds for that guest.
-    A second run then starts from that snapshot, and its VF carries the traffic.
+    A second run then starts from that snapshot, and its VF carries the traffic. Then the test kills
+    the host VM's QEMU: the testbed names the host VM, not its guest, at once, and leaves nothing.
 
     The nested guest spins a CPU when the host VM is saved: a vCPU of the host VM is then inside the
     nested KVM guest, and a save taken so (without the testbed's pause of the guest's QEMU) does not
@@ -71,20 +79,81 @@ def test_host_vf_failover_through_unplug_replug_and_migration_then_a_warm_start(
     state = root / "snapshots" / boot["snapshot_key"] / "state"
     assert warm["saved_s"] > 0 and state.stat().st_size > len(BROKEN_STATE)
 
-    second = run_scenario(_warm_steps("required"), RunOptions(artifacts_dir=root / "second"))
-    second.write(root / "second" / "report.json")
-    assert second.passed, second.error
+    # A second run starts from that snapshot, its VF carries the traffic, then its host VM is killed
+    killed = _start_then_kill_the_host_vm(root)
+    assert killed.returncode == 1, killed.err
+    assert killed.took_s < 10, f"the testbed took {killed.took_s:.1f}s to report the host VM's death"
+    # the host VM, not its guest, is named: its death explains the guest's
+    assert "host: QEMU exited (signal 9, SIGKILL) during step 4 (sleep)" in killed.err, killed.err
+    second = RunReport.model_validate(json.loads((root / "second" / "report.json").read_text()))
+    assert second.topology["exit"]["signal"] == "SIGKILL"
+    assert second.vms["vm1"].shutdowns[0]["how"] == "went-with-the-host-vm", second.vms["vm1"].shutdowns
+    assert run_leftovers(root / "second") == []
+    assert [s.ok for s in second.steps] == [True, True, True, True, False], second.steps
     boot2 = second.vms["vm1"].boot
     assert boot2["start"] == "restored" and boot2["restored_from"] == boot["snapshot_key"]
     assert "cold_boot" not in boot2 and "host_ssh_ready_s" not in second.topology
     assert second.topology["warm_start"]["start"] == "restored" and second.topology["host_restored_s"] > 0
     # the VF that was unplugged for the save and plugged back after the restore carries the traffic
-    (sleep,) = [s for s in second.steps if s.action == "sleep"]
+    sleep = second.steps[2]
+    assert sleep.action == "sleep" and second.steps[3].action == "check-traffic"
     assert sleep.counters["vm1"]["net0"]["vf_on_pf"]["rx"] > 50
     assert sleep.counters["vm1"]["net0"]["primary"]["rx"] > 50
     # the restored host VM knows both PFs' VFs from the snapshot, though this run never migrates
     assert set(second.topology["vfs"]) == {"vm1/net0@0", "vm1/net0@1"}
 
+
+# The scenario's own topology (its key is the one the first run saved under), restored, its VF's
+# traffic checked, then a long sleep during which the test kills the host VM's QEMU.
+WARM_THEN_KILLED_STEPS = """steps:
+  - action: boot
+    timeout_s: 300
+    snapshot: required
+  - action: start-traffic
+    vm: vm1
+    pair: net0
+  - action: sleep
+    seconds: 2
+  - action: check-traffic
+    vm: vm1
+    pair: net0
+    path: primary
+    max_gap_ms: 500
+    max_lost: 0
+  - action: sleep
+    seconds: 120
+"""
+
+
+@dataclass
+class Killed:
+    returncode: int
+    took_s: float
+    err: str
+
+
+def _start_then_kill_the_host_vm(root: Path) -> Killed:
+    """`testbed run` in a process of its own (a kill of L1's QEMU is what it must report), killed
+    once its long sleep has started."""
+    head, _ = SCENARIO.read_text().split("\nsteps:\n")
+    scenario = root / "warm-then-killed.yaml"
+    scenario.write_text(head + "\n" + WARM_THEN_KILLED_STEPS)
+    artifacts = root / "second"
+    proc = subprocess.Popen([sys.executable, "-m", "testbed.cli", "run", str(scenario), "--artifacts", str(artifacts)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    steps = artifacts / "steps.jsonl"
+    long_sleep = {"index": 4, "action": "sleep", "event": "start"}
+    deadline = time.monotonic() + 300
+    while not any(long_sleep.items() <= json.loads(line).items()
+                  for line in (steps.read_text().splitlines() if steps.exists() else []) if line.strip()):
+        assert proc.poll() is None, f"testbed ended before the long sleep: {proc.communicate()}"
+        assert time.monotonic() < deadline, "waited 300s for the long sleep"
+        time.sleep(0.05)
+    (pid,) = [pid for pid, _ in qemu_processes(str(artifacts / "host") + "/")]
+    killed = time.monotonic()
+    os.kill(pid, signal.SIGKILL)
+    _, err = proc.communicate(timeout=60)
+    return Killed(proc.returncode, time.monotonic() - killed, " ".join(err.split()))
 
 
 SPIN = "setsid sh -c 'echo $$ >/run/spin.pid; while :; do :; done' </dev/null >/dev/null 2>&1 & sleep 2; " \
