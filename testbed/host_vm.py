@@ -14,6 +14,7 @@ import ipaddress
 import logging
 import shutil
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -59,7 +60,7 @@ class VmHost(Host):
         self.vf_numbers: dict[tuple[str, int, str], int] = {}
         self.timings: dict[str, float] = {}
         self.socket_dir: Path | None = None
-        self.nested_accel = "tcg"
+        self.nested_accel: str | None = None  # probed when L1 boots cold, or restored with its snapshot
         self.nested_accel_evidence = ""
         self.artifacts_root = machine.artifacts.directory.parent
         self.boot_args: tuple = ()  # start()'s, for a cold start after a restore that failed
@@ -164,12 +165,12 @@ class VmHost(Host):
             # as a flat VM's (steps/boot.py): a snapshot that does not load would fail every later
             # run too, and keep this run's new save from taking its key
             SnapshotCache(snapshot.directory.parent).drop(snapshot.key, str(e).splitlines()[0])
-            self.restart_cold("host-restore-failed")
+            self.restart_cold("host-restore-failed", relaunch=not self.warm.fails_on_fallback())
             return False
 
-    def restart_cold(self, failed_label: str) -> None:
-        """Stops L1 (and every guest in it), keeps its artifacts under failed_label, and makes a new
-        QEMU for a cold boot, with the artifacts directory `host` (start() launches it)."""
+    def restart_cold(self, failed_label: str, relaunch: bool = True) -> None:
+        """Stops L1 (and every guest in it), keeps its artifacts under failed_label and, with relaunch,
+        makes a new QEMU for a cold boot, with the artifacts directory `host` (start() launches it)."""
         if self.shell is not None:
             self.shell.close()
             self.shell = None
@@ -178,8 +179,10 @@ class VmHost(Host):
         if old.artifacts.directory.name == "host":
             shutil.rmtree(self.artifacts_root / failed_label, ignore_errors=True)
             old.artifacts.directory.rename(self.artifacts_root / failed_label)
-        self.machine = HostVmMachine(old.host_plan, old.host_image, old.qemu, self.netns, self.artifacts_root / "host",
-                                     self._clock, old.socket_dir or Path("."))
+            old.artifacts = replace(old.artifacts, directory=self.artifacts_root / failed_label)
+        if relaunch:
+            self.machine = HostVmMachine(old.host_plan, old.host_image, old.qemu, self.netns,
+                                         self.artifacts_root / "host", self._clock, old.socket_dir or Path("."))
         self.vfs.clear()
         self.vf_numbers.clear()
 
@@ -297,8 +300,8 @@ class VmHost(Host):
     def describe(self) -> dict[str, object]:
         return {"kind": self.kind, **({"warm_start": self.warm.describe()} if self.warm else {}), "pfs": {str(k): v for k, v in self.pfs.items()},
                 "vfs": {f"{vm}/{pair}@{slot}": bdf for (vm, slot, pair), bdf in self.vfs.items()},
-                "vf_drivers": dict(self.vf_drivers), "nested_accel": self.nested_accel, "nested_accel_evidence": self.nested_accel_evidence,
-                **self.timings}
+                "vf_drivers": dict(self.vf_drivers), **self.timings,
+                **({"nested_accel": self.nested_accel, "nested_accel_evidence": self.nested_accel_evidence} if self.nested_accel else {})}
 
     def vf_driver(self, bdf: str) -> str:
         """The host driver bound to a VF (vfio-pci when it is passed through)."""

@@ -55,6 +55,8 @@ def test_host_vf_failover_through_unplug_replug_and_migration_then_a_warm_start(
     assert not (root / "snapshots" / planted[0]).exists()
     assert "host_ssh_ready_s" not in failed.topology  # no cold L1 booted just to fail the step
     assert (root / "required" / "host-restore-failed" / "serial.log").is_file()
+    # nor made: no artifacts of an L1 that never ran, and no nested KVM verdict that was never probed
+    assert not (root / "required" / "host").exists() and "nested_accel" not in failed.topology, failed.topology
 
     results = run_host_vm_bench(Console(file=open("/dev/null", "w")), runs=1, artifacts_root=root,
                                 variables={"snapshot": "auto"})
