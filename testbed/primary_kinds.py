@@ -94,7 +94,8 @@ class PciNicKind(PrimaryKindSpec):
         # hidden, so a migration would fail with "Unknown ramblock" (unless the scenario asks for it).
         primary = pair.pair.primary
         assert isinstance(primary, PciPrimary)
-        return {**({} if primary.rom else {"romfile": ""}), "failover_pair_id": pair.standby.device_id}
+        return {**({} if primary.rom else {"romfile": ""}),
+                "failover_pair_id": primary.failover_pair_id or pair.standby.device_id}
 
 
 class HostVfKind(PrimaryKindSpec):
@@ -117,7 +118,8 @@ class HostVfKind(PrimaryKindSpec):
     def extra_props(self, pair: "PairPlan") -> dict[str, object]:
         assert pair.primary is not None and pair.primary.host_device, "the host assigns the VF at launch"
         # rombar=0: a ROM BAR's RAMBlock would not exist on a destination where the VF is hidden.
-        return {"host": pair.primary.host_device, "failover_pair_id": pair.standby.device_id, "rombar": 0}
+        named = getattr(pair.pair.primary, "failover_pair_id", None)
+        return {"host": pair.primary.host_device, "failover_pair_id": named or pair.standby.device_id, "rombar": 0}
 
 
 KINDS: dict[PrimaryKind, PrimaryKindSpec] = {k.kind: k for k in (IgbVfKind(), PciNicKind(), HostVfKind())}

@@ -19,7 +19,7 @@ from testbed.scenario_checks import (check_captures, check_destination_faults, c
 from testbed.scenario_lifecycle_checks import check_held_boots, check_kexec_resets, check_migrations_into_a_crash
 from testbed.scenario_steps import Step
 from testbed.scenario_values import (MARKER_RE, MAX_KERNEL_ARGS, MAX_MARKERS, MAX_PAIRS_PER_VM,
-                                     MAX_PEER_ADDRESSES, MAX_STEPS, MAX_TEXT, MAX_VMS, NAME_RE,
+                                     MAX_PEER_ADDRESSES, MAX_STEPS, MAX_TEXT, MAX_VMS, NAME_RE, QEMU_ID_RE,
                                      KeyedValueError, Strict, check_host_address, check_kernel_args,
                                      check_mac, check_scenario_name)
 
@@ -59,6 +59,11 @@ class PciPrimary(Strict):
     # ROM RAMBlock does not exist on the destination (zoo item 2).
     rom: bool = False
     at_boot: bool = True  # false: QEMU starts without it; a plug-primary step adds it
+    # The standby QEMU pairs it with: its pair's (`<pair>-sby`) unless another id is given. Another
+    # id is a typo QEMU does not catch (zoo item 18): it pairs the primary with no standby, so QEMU
+    # neither hides it before STANDBY nor unplugs it for a migration (nor, for vfio-pci, blocks the
+    # migration), while the guest still pairs it with the standby by its MAC.
+    failover_pair_id: str | None = Field(None, pattern=QEMU_ID_RE)
 
     @field_validator("model", mode="before")
     @classmethod
@@ -72,6 +77,8 @@ class HostVfPrimary(Strict):
     """A VF of the host VM's igb PF, bound to vfio-pci on the host and passed to the guest with
     failover_pair_id, as the kernel document's hostdev. The testbed picks the VF."""
     kind: Literal[PrimaryKind.HOST_VF]
+    failover_pair_id: str | None = Field(None, pattern=QEMU_ID_RE)  # as a pci primary's
+
 
 
 Primary = Annotated[Union[IgbVfPrimary, PciPrimary, HostVfPrimary], Field(discriminator="kind")]

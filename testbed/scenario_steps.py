@@ -12,7 +12,7 @@ from testbed.scenario_capture_steps import CheckCaptureStep, StartCaptureStep
 from testbed.scenario_run_steps import (CheckEventsStep, ContStep, MigrateStep, QmpStep, ResetStep,
                                         SaveRestoreStep, ShapeUplinkStep, StopStep)
 from testbed.scenario_step_base import PairStep, Ref, StepBase, StepModel, VmStep, no_duplicates
-from testbed.scenario_values import MAX_TEXT, check_mac
+from testbed.scenario_values import MAX_TEXT, QEMU_ID_RE, check_mac
 
 MAX_ARGV = 256  # items of an exec argv
 
@@ -154,7 +154,7 @@ class PlugPrimaryStep(PairStep):
     expected to pair, so it needs wait: false."""
     action: Literal["plug-primary"]
     wait: bool = True
-    failover_pair_id: str | None = Field(None, pattern=r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$")
+    failover_pair_id: str | None = Field(None, pattern=QEMU_ID_RE)
     mac: str | None = None
 
     @field_validator("mac", mode="before")

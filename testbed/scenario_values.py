@@ -25,6 +25,7 @@ NAME_RE = r"^[a-z][a-z0-9]{0,7}$"  # short: names end up in QEMU ids and tap nam
 MAC_RE = re.compile(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}")
 SCENARIO_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 MARKER_RE = r"^[A-Za-z_][A-Za-z0-9_]{0,63}$"
+QEMU_ID_RE = r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$"  # a QEMU device id (qdev's id_wellformed, bounded)
 # The testbed derives MACs from these prefixes (testbed.plan): igb PFs and management NICs.
 OWN_MAC_PREFIXES = {"06:54:00": "the igb PFs", "0a:54:00": "the management NICs"}
 # Every guest's management NIC (QEMU user-mode networking) has 10.0.2.15/24.

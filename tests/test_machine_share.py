@@ -103,6 +103,7 @@ def test_the_host_vm_tests_and_scenario_files_are_the_ones_alone():
     assert items == {"tests/test_host_vm_guest.py::"
                      "test_host_vf_failover_through_unplug_replug_and_migration_then_a_warm_start",
                      "scenarios/host-seed-live-migration.yaml::host-seed-live-migration",
+                     "scenarios/zoo/zoo-18-pair-id-typo-vfio-migrates-dead.yaml::zoo-18-pair-id-typo-vfio-migrates-dead",
                      "scenarios/zoo/zoo-24-igbvf-bars-above-4g.yaml::zoo-24-igbvf-bars-above-4g"}, done.stdout
 
 

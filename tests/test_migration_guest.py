@@ -80,3 +80,20 @@ def test_a_guest_that_never_acks_is_cancelled_by_the_testbed_in_bounded_time(tmp
     assert events["ok"] and [e["data"].get("status") for e in events["details"]["matched"]][1:] == \
         ["wait-unplug", "cancelling", "cancelled"]
     assert wall < 120
+
+
+def test_a_pci_primary_naming_no_standby_migrates_plugged_and_keeps_the_traffic(tmp_path):
+    """Zoo item 18's contrast: a failover_pair_id that names no standby. QEMU shows the e1000e at once
+    and leaves it plugged through the migration (no UNPLUG_PRIMARY, no wait-unplug, the primary on
+    both ends); e1000e's own migration state carries it, so the VF case's dead primary is VFIO's."""
+    done, report, _ = _run(tmp_path, REPO / "tests" / "data" / "pair-id-typo-pci.yaml")  # absolute: joined as is
+    assert done.returncode == 0, done.stderr
+    argv = (tmp_path / "art" / "vm1" / "qemu-argv.txt").read_text()
+    assert "failover_pair_id=net0-sbx" in argv, argv
+    (migration,) = report["migrations"]
+    assert migration["status"] == "completed" and "wait-unplug" not in migration["statuses"], migration
+    assert migration["primaries_on_destination_before_incoming"] == {"net0-pri": True}
+    assert migration["primaries_on_source_after"] == {"net0-pri": True}
+    assert "cold_because" in report["vms"]["vm1"]["boot"]  # QEMU shows it before STANDBY: boot-time behaviour
+    traffic = report["steps"][-1]["details"]
+    assert traffic["path"]["shares"]["primary"] > 0.9 and traffic["path"]["slave_packets"] >= 50, traffic

@@ -24,6 +24,23 @@ def test_pci_primary_is_paired_by_qemu_and_has_no_option_rom():
     assert argv[argv.index("-accel") + 1] == "tcg" and "-S" in argv
 
 
+def test_a_primary_may_name_another_standby_and_then_boots_cold():
+    """Zoo item 18's typo, in the argv; QEMU shows such a primary before STANDBY, so auto boots cold."""
+    from testbed.warm_boot import guest_cold_reasons
+    scenario = load_scenario(Path(__file__).parent / "data" / "pair-id-typo-pci.yaml")
+    (plan,) = plan_machines(scenario)
+    assert any(d.startswith("e1000e,id=net0-pri,") and d.endswith(",failover_pair_id=net0-sbx")
+               for d in _devices(build_argv("qemu", plan, FILES, "tcg")))
+    assert primary_props(plan.pairs[0])["failover_pair_id"] == "net0-sbx"  # a re-plug names it too
+    assert guest_cold_reasons(scenario, (10, 0, 2), "vm1", scenario.steps[0]) == [
+        "pair net0: the primary names another standby (failover_pair_id), so QEMU shows it before STANDBY "
+        "(boot-time behaviour)"]
+    own = scenario.vms[0].pairs[0].primary.model_copy(update={"failover_pair_id": "net0-sby"})
+    pair = scenario.vms[0].pairs[0].model_copy(update={"primary": own})
+    vm = scenario.vms[0].model_copy(update={"pairs": [pair]})
+    assert guest_cold_reasons(scenario.model_copy(update={"vms": [vm]}), (10, 0, 2), "vm1", scenario.steps[0]) == []
+
+
 def test_igb_pf_is_not_a_failover_pair_id_primary_and_the_guest_gets_its_vf_config():
     (plan,) = plan_machines(load_scenario(SCENARIOS / "standby-igb-vf.yaml"))
     argv = build_argv("qemu", plan, FILES, "tcg")

@@ -146,6 +146,10 @@ def test_the_base_of_the_change_table_is_valid(tmp_path):
     ("kind: pci}", "kind: pci, model: rtl8139}", "vms[0].pairs[0].primary.model", "(8139cp); supported: e1000e"),
     ("kind: pci}", "kind: pci, model: virtio-net-pci}", "vms[0].pairs[0].primary.model",
      "net_failover_slave_pre_register accepts only a primary whose parent device is PCI"),
+    ("kind: pci}", "kind: pci, failover_pair_id: 'net0 sby'}", "vms[0].pairs[0].primary.failover_pair_id",
+     "should match pattern"),
+    ("kind: pci}", "kind: igb-vf, failover_pair_id: net0-sbx}", "vms[0].pairs[0].primary.failover_pair_id",
+     "unknown key 'failover_pair_id'"),
     # MACs
     ('"52:54:00:00:12:53"', '"52:54:00:00:12:53\\n"', "vms[0].pairs[0].mac", "is not a MAC address"),
     ('"52:54:00:00:12:53"', '"00:00:00:00:00:00"', "vms[0].pairs[0].mac", "not a usable MAC"),
