@@ -114,14 +114,14 @@ def plan_machine(vm: VM, index: int) -> MachinePlan:
     ports: list[str] = []
     for n, pair in enumerate(vm.pairs):
         sby_port, pri_port = f"rp{n}s", f"rp{n}p"
-        standby = NicPlan(device_id=f"{pair.name}-sby", netdev_id=f"hn-{pair.name}-sby",
+        standby = NicPlan(device_id=pair.standby_id, netdev_id=f"hn-{pair.name}-sby",
                           tap=f"t{index}{pair.name}s"[:15], mac=pair.mac, root_port=sby_port,
                           driver="virtio-net-pci")
         ports.append(sby_port)
         primary = None
         if (kind := kind_of(pair)) is not None:
             mac, driver = kind.device_mac(pair, index, n), kind.qemu_driver(pair)
-            primary = NicPlan(device_id=f"{pair.name}-pri", netdev_id=f"hn-{pair.name}-pri",
+            primary = NicPlan(device_id=pair.primary_id, netdev_id=f"hn-{pair.name}-pri",
                               tap=f"t{index}{pair.name}p"[:15], mac=mac, root_port=pri_port,
                               driver=driver, backend=kind.has_backend)
             ports.append(pri_port)

@@ -25,7 +25,9 @@ def derived_mac(prefix: int, vm_index: int, nic_index: int) -> str:
 
 class PrimaryKindSpec(ABC):
     kind: PrimaryKind
-    paired_by: str  # "qemu" (failover_pair_id: hidden until STANDBY, unplugged for migration) or "guest"
+    # "qemu" (failover_pair_id: hidden until STANDBY, unplugged for migration, unless the scenario's
+    # failover_pair_id names another id) or "guest"
+    paired_by: str
     has_backend = True  # an emulated NIC with a tap; a passed-through VF has none
 
     @abstractmethod
@@ -71,7 +73,8 @@ class IgbVfKind(PrimaryKindSpec):
 
 class PciNicKind(PrimaryKindSpec):
     """A single-function PCIe NIC with failover_pair_id=<standby>: QEMU hides it until the guest acks
-    STANDBY (FAILOVER_NEGOTIATED) and unplugs it itself when a migration starts."""
+    STANDBY (FAILOVER_NEGOTIATED) and unplugs it itself when a migration starts. A failover_pair_id
+    that names no standby (zoo item 18) does neither."""
     kind = PrimaryKind.PCI
     paired_by = "qemu"
     GUEST_DRIVERS = {"e1000e": "e1000e"}
@@ -101,7 +104,7 @@ class PciNicKind(PrimaryKindSpec):
 class HostVfKind(PrimaryKindSpec):
     """A VF of the host VM's igb PF, bound to vfio-pci on the host and given to the guest with
     failover_pair_id: the kernel document's hostdev. QEMU hides it until STANDBY and unplugs it for a
-    migration; the VF's MAC is set through the PF on the host (testbed.host_vm)."""
+    migration (as PciNicKind's); the VF's MAC is set through the PF on the host (testbed.host_vm)."""
     kind = PrimaryKind.HOST_VF
     paired_by = "qemu"
     has_backend = False

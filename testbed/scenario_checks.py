@@ -210,9 +210,11 @@ def check_eject_holds(host_kind: str, vms: Sequence["VM"], steps: Sequence[StepM
         if isinstance(step.hold_eject_ms, dict):
             for name in step.hold_eject_ms:
                 pair = next((p for p in vm.pairs if p.name == name), None)
-                if pair is None or pair.primary is None or pair.primary.kind != "pci":
+                if pair is None or pair.primary is None or pair.primary.kind != "pci" \
+                        or pair.primary_names_another_standby():
                     raise KeyedValueError(f"steps[{i}].hold_eject_ms.{name}", f"VM {vm.name} has no pair {name!r} "
-                                          "with a pci primary (the only kind QEMU unplugs for a migration)")
+                                          "with a pci primary paired with its standby (the only kind QEMU unplugs "
+                                          "for a migration)")
 
 
 def check_destination_faults(host_kind: str, vms: Sequence["VM"], steps: Sequence[StepModel]) -> None:
@@ -273,6 +275,18 @@ def check_primary_overrides(vms: Sequence["VM"], steps: Sequence[StepModel]) -> 
             key = "failover_pair_id" if getattr(step, "failover_pair_id") is not None else "mac"
             raise KeyedValueError(f"steps[{i}].{key}", f"pair {pair.name}'s primary is not kind: pci; only a pci "
                                   "primary is added with its own failover_pair_id and MAC")
+
+
+def check_failover_pair_ids(vms: Sequence["VM"]) -> None:
+    """A primary's own failover_pair_id models a typo (zoo item 18): an id that names no device. One
+    that named another device of the VM would make QEMU pair the primary with that standby instead."""
+    for v, vm in enumerate(vms):
+        devices = {d for p in vm.pairs for d in (p.standby_id, p.primary_id)}
+        for n, pair in enumerate(vm.pairs):
+            named = getattr(pair.primary, "failover_pair_id", None)
+            if pair.primary_names_another_standby() and named in devices:
+                raise KeyedValueError(f"vms[{v}].pairs[{n}].primary.failover_pair_id", f"{named} is a device of "
+                                      f"VM {vm.name}; name its own standby ({pair.standby_id}) or an id of none")
 
 
 def check_unplugged_standbys(steps: Sequence[StepModel]) -> None:

@@ -13,7 +13,7 @@ from testbed.bug_card import BugCard
 from testbed.dhcp_plan import check_flavour_options, reserve_dhcp_addresses
 from testbed.image_recipe import DEFAULT_FLAVOUR, default_memory_mib, flavours
 from testbed.scenario_checks import (check_captures, check_destination_faults, check_eject_holds, check_host,
-                                     check_host_steps, check_migrations, check_network, check_primary_overrides,
+                                     check_host_steps, check_migrations, check_network, check_primary_overrides, check_failover_pair_ids,
                                      check_steps, check_symptoms, check_unplugged_standbys, check_uplink_steps,
                                      check_vms, first_duplicate)
 from testbed.scenario_lifecycle_checks import check_held_boots, check_kexec_resets, check_migrations_into_a_crash
@@ -80,7 +80,6 @@ class HostVfPrimary(Strict):
     failover_pair_id: str | None = Field(None, pattern=QEMU_ID_RE)  # as a pci primary's
 
 
-
 Primary = Annotated[Union[IgbVfPrimary, PciPrimary, HostVfPrimary], Field(discriminator="kind")]
 PRIMARY_KINDS: dict[str, type[Strict]] = {
     str(get_args(cls.model_fields["kind"].annotation)[0]): cls for cls in get_args(get_args(Primary)[0])}
@@ -125,6 +124,18 @@ class FailoverPair(Strict):
     @classmethod
     def _check_address(cls, value: ipaddress.IPv4Interface | None) -> ipaddress.IPv4Interface | None:
         return None if value is None else check_host_address(value)
+
+    @property
+    def standby_id(self) -> str:
+        return f"{self.name}-sby"  # the standby's QEMU id (testbed.plan); primary_id likewise
+
+    @property
+    def primary_id(self) -> str:
+        return f"{self.name}-pri"
+
+    def primary_names_another_standby(self) -> bool:
+        """A primary whose failover_pair_id is not its standby's id (zoo item 18)."""
+        return getattr(self.primary, "failover_pair_id", None) not in (None, self.standby_id)
 
 
 class VM(Strict):
@@ -246,6 +257,7 @@ class Scenario(Strict):
         check_captures(self.network.hosts, self.steps)
         check_uplink_steps(self.host.kind.value, self.network.hosts, self.steps)
         check_primary_overrides(self.vms, self.steps)
+        check_failover_pair_ids(self.vms)
         check_unplugged_standbys(self.steps)
         check_held_boots(self.host.kind.value, self.vms, self.steps)
         check_kexec_resets(self.vms, self.steps)

@@ -150,8 +150,8 @@ class PlugStandbyStep(PairStep):
 class PlugPrimaryStep(PairStep):
     """device_add of the primary with its launch properties; waits for the guest to enslave it.
     A pci primary may name another standby (failover_pair_id: a QEMU device id, e.g. one that does
-    not exist, as the qtest's params/on_mismatch) or carry another MAC; such a primary is not
-    expected to pair, so it needs wait: false."""
+    not exist, as the qtest's params/on_mismatch) or carry another MAC; QEMU does not treat it as
+    this standby's primary, so it needs wait: false and the scenario checks what follows."""
     action: Literal["plug-primary"]
     wait: bool = True
     failover_pair_id: str | None = Field(None, pattern=QEMU_ID_RE)

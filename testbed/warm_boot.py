@@ -84,7 +84,7 @@ def guest_cold_reasons(scenario: "Scenario", qemu_version: tuple[int, ...], name
             # RAM, so the ROM's RAM block is unknown when the RAM is read (zoo item 2: a migration's
             # destination fails the same way)
             reasons.append(f"pair {pair.name}: the primary has an option ROM (rom: true), which a restore cannot load")
-        if getattr(pair.primary, "failover_pair_id", None) not in (None, f"{pair.name}-sby"):
+        if pair.primary_names_another_standby():
             reasons.append(f"pair {pair.name}: the primary names another standby (failover_pair_id), so QEMU "
                            "shows it before STANDBY (boot-time behaviour)")
         if pair.dhcp:

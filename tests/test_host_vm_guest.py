@@ -86,31 +86,35 @@ def test_host_vf_failover_through_unplug_replug_and_migration_then_a_warm_start(
     assert killed.returncode == 1, killed.err
     assert killed.took_s < 10, f"the testbed took {killed.took_s:.1f}s to report the host VM's death"
     # the host VM, not its guest, is named: its death explains the guest's
-    assert "host: QEMU exited (signal 9, SIGKILL) during step 4 (sleep)" in killed.err, killed.err
+    assert "host: QEMU exited (signal 9, SIGKILL) during step 5 (sleep)" in killed.err, killed.err
     second = RunReport.model_validate(json.loads((root / "second" / "report.json").read_text()))
     assert second.topology["exit"]["signal"] == "SIGKILL"
     assert second.vms["vm1"].shutdowns[0]["how"] == "went-with-the-host-vm", second.vms["vm1"].shutdowns
     assert run_leftovers(root / "second") == []
-    assert [s.ok for s in second.steps] == [True, True, True, True, False], second.steps
+    assert [s.ok for s in second.steps] == [True, True, True, True, True, False], second.steps
     boot2 = second.vms["vm1"].boot
     assert boot2["start"] == "restored" and boot2["restored_from"] == boot["snapshot_key"]
     assert "cold_boot" not in boot2 and "host_ssh_ready_s" not in second.topology
     assert second.topology["warm_start"]["start"] == "restored" and second.topology["host_restored_s"] > 0
     # the VF that was unplugged for the save and plugged back after the restore carries the traffic
-    sleep = second.steps[2]
-    assert sleep.action == "sleep" and second.steps[3].action == "check-traffic"
+    sleep = second.steps[3]
+    assert sleep.action == "sleep" and second.steps[4].action == "check-traffic"
     assert sleep.counters["vm1"]["net0"]["vf_on_pf"]["rx"] > 50
     assert sleep.counters["vm1"]["net0"]["primary"]["rx"] > 50
     # the restored host VM knows both PFs' VFs from the snapshot, though this run never migrates
     assert set(second.topology["vfs"]) == {"vm1/net0@0", "vm1/net0@1"}
 
 
-# The scenario's own topology (its key is the one the first run saved under), restored, its VF's
-# traffic checked, then a long sleep during which the test kills the host VM's QEMU.
+# The scenario's own topology (its key is the one the first run saved under), restored, the busy
+# loop that the guest ran at the save stopped (the exec fails if the restore did not carry it), its
+# VF's traffic checked, then a long sleep during which the test kills the host VM's QEMU.
 WARM_THEN_KILLED_STEPS = """steps:
   - action: boot
     timeout_s: 300
     snapshot: required
+  - action: exec
+    vm: vm1
+    command: 'kill "$(cat /run/spin.pid)" && rm /run/spin.pid'
   - action: start-traffic
     vm: vm1
     pair: net0
@@ -143,19 +147,28 @@ def _start_then_kill_the_host_vm(root: Path) -> Killed:
     artifacts = root / "second"
     proc = subprocess.Popen([sys.executable, "-m", "testbed.cli", "run", str(scenario), "--artifacts", str(artifacts)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    steps = artifacts / "steps.jsonl"
-    long_sleep = {"index": 4, "action": "sleep", "event": "start"}
-    deadline = time.monotonic() + 300
-    while not any(long_sleep.items() <= json.loads(line).items()
-                  for line in (steps.read_text().splitlines() if steps.exists() else []) if line.strip()):
-        assert proc.poll() is None, f"testbed ended before the long sleep: {proc.communicate()}"
-        assert time.monotonic() < deadline, "waited 300s for the long sleep"
-        time.sleep(0.05)
-    (pid,) = [pid for pid, _ in qemu_processes(str(artifacts / "host") + "/")]
-    killed = time.monotonic()
-    os.kill(pid, signal.SIGKILL)
-    _, err = proc.communicate(timeout=60)
-    return Killed(proc.returncode, time.monotonic() - killed, " ".join(err.split()))
+    try:
+        steps = artifacts / "steps.jsonl"
+        long_sleep = {"index": 5, "action": "sleep", "event": "start"}
+        deadline = time.monotonic() + 300
+        while not any(long_sleep.items() <= json.loads(line).items()
+                      for line in (steps.read_text().splitlines() if steps.exists() else []) if line.endswith("}")):
+            assert proc.poll() is None, f"testbed ended before the long sleep: {proc.communicate()}"
+            assert time.monotonic() < deadline, "waited 300s for the long sleep"
+            time.sleep(0.05)
+        (pid,) = [pid for pid, _ in qemu_processes(str(artifacts / "host") + "/")]
+        killed = time.monotonic()
+        os.kill(pid, signal.SIGKILL)
+        _, err = proc.communicate(timeout=60)
+        return Killed(proc.returncode, time.monotonic() - killed, " ".join(err.split()))
+    finally:
+        if proc.poll() is None:  # a failed wait above: the run's own teardown stops its VMs
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.communicate(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.communicate()
 
 
 SPIN = "setsid sh -c 'echo $$ >/run/spin.pid; while :; do :; done' </dev/null >/dev/null 2>&1 & sleep 2; " \
@@ -165,7 +178,8 @@ STOP_SPIN = '[ ! -f /run/spin.pid ] || { kill "$(cat /run/spin.pid)"; rm /run/sp
 
 def _spin_the_guest_at_the_save(monkeypatch) -> list[str]:
     """Starts a busy loop in each nested guest just before the testbed pauses it for the save, and
-    ends it once the guest is back (in this run and in a later one that restores the snapshot)."""
+    ends it once the guest is back in this run (a later run, in a process of its own, ends it with
+    an exec step)."""
     spun: list[str] = []
     pause, settle = host_vm_boot._pause, warm_boot.settle_restored
 

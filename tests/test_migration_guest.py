@@ -86,7 +86,8 @@ def test_a_pci_primary_naming_no_standby_migrates_plugged_and_keeps_the_traffic(
     """Zoo item 18's contrast: a failover_pair_id that names no standby. QEMU shows the e1000e at once
     and leaves it plugged through the migration (no UNPLUG_PRIMARY, no wait-unplug, the primary on
     both ends); e1000e's own migration state carries it, so the VF case's dead primary is VFIO's."""
-    done, report, _ = _run(tmp_path, REPO / "tests" / "data" / "pair-id-typo-pci.yaml")  # absolute: joined as is
+    done, report, _ = _run(tmp_path, REPO / "tests" / "data" / "pair-id-typo-pci.yaml",  # absolute: joined as is
+                           "--snapshot", "auto")  # auto, whatever $TESTBED_SNAPSHOT says: it must boot cold
     assert done.returncode == 0, done.stderr
     argv = (tmp_path / "art" / "vm1" / "qemu-argv.txt").read_text()
     assert "failover_pair_id=net0-sbx" in argv, argv

@@ -150,6 +150,8 @@ def test_the_base_of_the_change_table_is_valid(tmp_path):
      "should match pattern"),
     ("kind: pci}", "kind: igb-vf, failover_pair_id: net0-sbx}", "vms[0].pairs[0].primary.failover_pair_id",
      "unknown key 'failover_pair_id'"),
+    ("kind: pci}", "kind: pci, failover_pair_id: net0-pri}", "vms[0].pairs[0].primary.failover_pair_id",
+     "net0-pri is a device of VM vm1; name its own standby (net0-sby) or an id of none"),
     # MACs
     ('"52:54:00:00:12:53"', '"52:54:00:00:12:53\\n"', "vms[0].pairs[0].mac", "is not a MAC address"),
     ('"52:54:00:00:12:53"', '"00:00:00:00:00:00"', "vms[0].pairs[0].mac", "not a usable MAC"),
@@ -362,6 +364,9 @@ def test_a_per_pair_eject_hold_names_pairs_with_pci_primaries(tmp_path):
     with pytest.raises(ScenarioError) as e:
         load_scenario(_write(tmp_path, text.replace("{net0: 2000}", "{net0: 2000, net7: 100}")))
     assert e.value.key == "steps[1].hold_eject_ms.net7" and "no pair 'net7' with a pci primary" in e.value.reason
+    with pytest.raises(ScenarioError) as e:  # QEMU does not unplug a primary that names no standby
+        load_scenario(_write(tmp_path, text.replace("{kind: pci}", "{kind: pci, failover_pair_id: net0-sbx}")))
+    assert e.value.key == "steps[1].hold_eject_ms.net0" and "paired with its standby" in e.value.reason
     with pytest.raises(ScenarioError) as e:
         load_scenario(_write(tmp_path, text.replace("{net0: 2000}", "{net0: 31000}")))
     assert "hold_eject_ms 31000 is not shorter than wait_unplug_timeout_s" in e.value.reason
