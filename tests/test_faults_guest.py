@@ -3,16 +3,13 @@ a migration, and a guest kernel panic. Each run is a real `testbed run` of a sce
 A host VM killed under its guest is tested on the warm run of tests/test_host_vm_guest.py."""
 
 import json
-import os
-import signal
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from testbed.leftovers import qemu_processes, run_leftovers
+from testbed.leftovers import run_leftovers
+from testbed_process import kill_and_time, qemu_pid, start_run, step_started, wait_for  # tests/
 
 REPO = Path(__file__).parent.parent
 FAULTS = Path(__file__).parent / "faults"
@@ -23,19 +20,9 @@ def _start(tmp_path: Path, scenario: str, snapshot: str = "never") -> tuple[subp
     """snapshot never: the test watches the first QEMU's own artifacts (its QMP events, its PID). With
     auto, a private cache: the boot saves, and the run goes on in a QEMU restored from that save."""
     artifacts = tmp_path / "art"
-    proc = subprocess.Popen([sys.executable, "-m", "testbed.cli", "run", str(FAULTS / scenario),
-                             "--artifacts", str(artifacts), "--snapshot", snapshot],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "TESTBED_SNAPSHOT_DIR": str(tmp_path / "snapshots")})
+    proc = start_run(FAULTS / scenario, artifacts, "--snapshot", snapshot,
+                     env={"TESTBED_SNAPSHOT_DIR": str(tmp_path / "snapshots")})
     return proc, artifacts
-
-
-def _wait_for(what: str, condition, proc: subprocess.Popen, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert proc.poll() is None, f"testbed ended before {what}: {proc.communicate()}"
-        assert time.monotonic() < deadline, f"waited {timeout}s for {what}"
-        time.sleep(0.05)
 
 
 def _events(path: Path) -> list[str]:
@@ -44,30 +31,12 @@ def _events(path: Path) -> list[str]:
     return [json.loads(line)["event"] for line in path.read_text().splitlines() if line.strip()]
 
 
-def _steps(artifacts: Path) -> list[dict]:
-    path = artifacts / "steps.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
-
-
-def _qemu_pid(artifacts: Path, label: str) -> int:
-    (pid,) = [pid for pid, cmd in qemu_processes(str(artifacts / label) + "/")]
-    return pid
-
-
-def _kill_and_time(proc: subprocess.Popen, pid: int) -> tuple[float, str]:
-    killed = time.monotonic()
-    os.kill(pid, signal.SIGKILL)
-    _, err = proc.communicate(timeout=60)
-    return time.monotonic() - killed, " ".join(err.split())
-
-
 def test_qemu_killed_during_traffic_is_named_within_seconds(tmp_path):
     """The QEMU killed is the one that booted and saved its state (snapshot: auto, the default)."""
     proc, artifacts = _start(tmp_path, "kill-during-traffic.yaml", snapshot="auto")
     # The long sleep: the first check-traffic passed, probes are running.
-    _wait_for("the sleep step", lambda: {"index": 3, "action": "sleep", "event": "start"}.items() <=
-              (_steps(artifacts)[-1:] or [{}])[-1].items(), proc)
-    took, err = _kill_and_time(proc, _qemu_pid(artifacts, "vm1"))
+    wait_for("the sleep step", lambda: step_started(artifacts, 3, "sleep"), proc)
+    took, err = kill_and_time(proc, qemu_pid(artifacts, "vm1"))
     assert proc.returncode == 1, err
     assert took < 5, f"the testbed took {took:.1f}s to report the death"
     assert "vm1: QEMU exited (signal 9, SIGKILL) during step 3 (sleep)" in err
@@ -82,9 +51,9 @@ def test_qemu_killed_during_traffic_is_named_within_seconds(tmp_path):
 
 def test_source_killed_during_migration_is_named_within_seconds(tmp_path):
     proc, artifacts = _start(tmp_path, "kill-during-migration.yaml")
-    _wait_for("the migration to sit in wait-unplug",
-              lambda: "UNPLUG_PRIMARY" in _events(artifacts / "vm1" / "qmp-events.jsonl"), proc)
-    took, err = _kill_and_time(proc, _qemu_pid(artifacts, "vm1"))
+    wait_for("the migration to sit in wait-unplug",
+             lambda: "UNPLUG_PRIMARY" in _events(artifacts / "vm1" / "qmp-events.jsonl"), proc)
+    took, err = kill_and_time(proc, qemu_pid(artifacts, "vm1"))
     assert proc.returncode == 1, err
     assert took < 5, f"the testbed took {took:.1f}s to report the death"
     assert "vm1: QEMU exited (signal 9, SIGKILL) during step 2 (migrate)" in err

@@ -5,11 +5,6 @@ snapshot under its own key, so it shows the cold fallback too; then the host VM'
 the snapshot that run saved, whose host VM the test kills (the testbed must name it as the cause)."""
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,12 +13,13 @@ from rich.console import Console
 
 from testbed import host_vm_warm, warm_boot
 from testbed.bench_host_vm import PHASES, SCENARIO, run_host_vm_bench
-from testbed.leftovers import qemu_processes, run_leftovers
+from testbed.leftovers import run_leftovers
 from testbed.pytest_plugin import host_vm_flake_rerun
 from testbed.report import RunReport
 from testbed.runner import RunOptions, run_scenario
 from testbed.scenario import Scenario, load_scenario
 from testbed.steps import host_vm_boot
+from testbed_process import kill_and_time, qemu_pid, start_run, step_started, stop, wait_for  # tests/
 
 pytestmark = [pytest.mark.guest, pytest.mark.slow, pytest.mark.alone, host_vm_flake_rerun()]
 
@@ -145,30 +141,13 @@ def _start_then_kill_the_host_vm(root: Path) -> Killed:
     scenario = root / "warm-then-killed.yaml"
     scenario.write_text(head + "\n" + WARM_THEN_KILLED_STEPS)
     artifacts = root / "second"
-    proc = subprocess.Popen([sys.executable, "-m", "testbed.cli", "run", str(scenario), "--artifacts", str(artifacts)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = start_run(scenario, artifacts)
     try:
-        steps = artifacts / "steps.jsonl"
-        long_sleep = {"index": 5, "action": "sleep", "event": "start"}
-        deadline = time.monotonic() + 300
-        while not any(long_sleep.items() <= json.loads(line).items()
-                      for line in (steps.read_text().splitlines() if steps.exists() else []) if line.endswith("}")):
-            assert proc.poll() is None, f"testbed ended before the long sleep: {proc.communicate()}"
-            assert time.monotonic() < deadline, "waited 300s for the long sleep"
-            time.sleep(0.05)
-        (pid,) = [pid for pid, _ in qemu_processes(str(artifacts / "host") + "/")]
-        killed = time.monotonic()
-        os.kill(pid, signal.SIGKILL)
-        _, err = proc.communicate(timeout=60)
-        return Killed(proc.returncode, time.monotonic() - killed, " ".join(err.split()))
+        wait_for("the long sleep", lambda: step_started(artifacts, 5, "sleep"), proc, timeout=300)
+        took, err = kill_and_time(proc, qemu_pid(artifacts, "host"))
+        return Killed(proc.returncode, took, err)
     finally:
-        if proc.poll() is None:  # a failed wait above: the run's own teardown stops its VMs
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.communicate(timeout=60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.communicate()
+        stop(proc)
 
 
 SPIN = "setsid sh -c 'echo $$ >/run/spin.pid; while :; do :; done' </dev/null >/dev/null 2>&1 & sleep 2; " \

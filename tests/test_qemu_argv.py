@@ -41,6 +41,17 @@ def test_a_primary_may_name_another_standby_and_then_boots_cold():
     assert guest_cold_reasons(scenario.model_copy(update={"vms": [vm]}), (10, 0, 2), "vm1", scenario.steps[0]) == []
 
 
+def test_a_host_vf_primary_names_its_standby_or_the_scenarios_id():
+    from testbed.nested_machine import with_host_devices
+    scenario = load_scenario(SCENARIOS / "zoo" / "zoo-18-pair-id-typo-vfio-migrates-dead.yaml")
+    (plan,) = plan_machines(scenario)
+    props = primary_props(with_host_devices(plan, {("vm1", 0, "net0"): "0000:01:10.0"}).pairs[0])
+    assert (props["driver"], props["host"], props["failover_pair_id"]) == ("vfio-pci", "0000:01:10.0", "net0-sbx")
+    (plan,) = plan_machines(load_scenario(SCENARIOS / "host-vf-failover.yaml"))
+    props = primary_props(with_host_devices(plan, {("vm1", 0, "net0"): "0000:01:10.0"}).pairs[0])
+    assert props["failover_pair_id"] == "net0-sby"
+
+
 def test_igb_pf_is_not_a_failover_pair_id_primary_and_the_guest_gets_its_vf_config():
     (plan,) = plan_machines(load_scenario(SCENARIOS / "standby-igb-vf.yaml"))
     argv = build_argv("qemu", plan, FILES, "tcg")
