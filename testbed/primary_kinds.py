@@ -98,7 +98,7 @@ class PciNicKind(PrimaryKindSpec):
         primary = pair.pair.primary
         assert isinstance(primary, PciPrimary)
         return {**({} if primary.rom else {"romfile": ""}),
-                "failover_pair_id": primary.failover_pair_id or pair.standby.device_id}
+                "failover_pair_id": pair.pair.qemu_pair_id}
 
 
 class HostVfKind(PrimaryKindSpec):
@@ -121,8 +121,7 @@ class HostVfKind(PrimaryKindSpec):
     def extra_props(self, pair: "PairPlan") -> dict[str, object]:
         assert pair.primary is not None and pair.primary.host_device, "the host assigns the VF at launch"
         # rombar=0: a ROM BAR's RAMBlock would not exist on a destination where the VF is hidden.
-        named = getattr(pair.pair.primary, "failover_pair_id", None)
-        return {"host": pair.primary.host_device, "failover_pair_id": named or pair.standby.device_id, "rombar": 0}
+        return {"host": pair.primary.host_device, "failover_pair_id": pair.pair.qemu_pair_id, "rombar": 0}
 
 
 KINDS: dict[PrimaryKind, PrimaryKindSpec] = {k.kind: k for k in (IgbVfKind(), PciNicKind(), HostVfKind())}

@@ -283,9 +283,8 @@ def check_failover_pair_ids(vms: Sequence["VM"]) -> None:
     for v, vm in enumerate(vms):
         devices = {d for p in vm.pairs for d in (p.standby_id, p.primary_id)}
         for n, pair in enumerate(vm.pairs):
-            named = getattr(pair.primary, "failover_pair_id", None)
-            if pair.primary_names_another_standby() and named in devices:
-                raise KeyedValueError(f"vms[{v}].pairs[{n}].primary.failover_pair_id", f"{named} is a device of "
+            if pair.primary_names_another_standby() and pair.qemu_pair_id in devices:
+                raise KeyedValueError(f"vms[{v}].pairs[{n}].primary.failover_pair_id", f"{pair.qemu_pair_id} is a device of "
                                       f"VM {vm.name}; name its own standby ({pair.standby_id}) or an id of none")
 
 

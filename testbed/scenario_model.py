@@ -12,10 +12,10 @@ from pydantic import Field, field_validator, model_validator
 from testbed.bug_card import BugCard
 from testbed.dhcp_plan import check_flavour_options, reserve_dhcp_addresses
 from testbed.image_recipe import DEFAULT_FLAVOUR, default_memory_mib, flavours
-from testbed.scenario_checks import (check_captures, check_destination_faults, check_eject_holds, check_host,
-                                     check_host_steps, check_migrations, check_network, check_primary_overrides, check_failover_pair_ids,
-                                     check_steps, check_symptoms, check_unplugged_standbys, check_uplink_steps,
-                                     check_vms, first_duplicate)
+from testbed.scenario_checks import (check_captures, check_destination_faults, check_eject_holds,
+                                     check_failover_pair_ids, check_host, check_host_steps, check_migrations,
+                                     check_network, check_primary_overrides, check_steps, check_symptoms,
+                                     check_unplugged_standbys, check_uplink_steps, check_vms, first_duplicate)
 from testbed.scenario_lifecycle_checks import check_held_boots, check_kexec_resets, check_migrations_into_a_crash
 from testbed.scenario_steps import Step
 from testbed.scenario_values import (MARKER_RE, MAX_KERNEL_ARGS, MAX_MARKERS, MAX_PAIRS_PER_VM,
@@ -133,9 +133,14 @@ class FailoverPair(Strict):
     def primary_id(self) -> str:
         return f"{self.name}-pri"
 
+    @property
+    def qemu_pair_id(self) -> str:
+        """The failover_pair_id QEMU's primary gets: its standby's, unless the scenario names another."""
+        return getattr(self.primary, "failover_pair_id", None) or self.standby_id
+
     def primary_names_another_standby(self) -> bool:
         """A primary whose failover_pair_id is not its standby's id (zoo item 18)."""
-        return getattr(self.primary, "failover_pair_id", None) not in (None, self.standby_id)
+        return self.qemu_pair_id != self.standby_id
 
 
 class VM(Strict):
