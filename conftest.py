@@ -10,6 +10,8 @@ import pytest
 
 from testbed.leftovers import qemu_processes
 
+pytest_plugins = ["pytester"]  # tests/test_host_stall.py collects a test file of its own with the plugin
+
 # These scenarios are run by a test that makes every check their file item would make and more;
 # collecting them here too would boot the same guests twice (about 3.5 min of a 2-core CI run).
 collect_ignore = [

@@ -12,6 +12,7 @@ import pytest
 
 from testbed.errors import TestbedError
 from testbed.images import GuestImage, LocalKernel, ensure_image
+from testbed.known_flakes import host_vm_flake_rerun, machine_stood_still_rerun
 from testbed.machine_share import MachineShare
 from testbed.report import RunReport
 from testbed.runner import RunOptions, live_run, run_scenario
@@ -33,39 +34,6 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="boot steps without `snapshot:` (default: $TESTBED_SNAPSHOT, else auto)")
     group.addoption("--testbed-keep-on-failure", action="store_true",
                     help="hold a failed scenario's VMs for testbed ssh/qmp/console until testbed down (use with -s)")
-
-
-# Two known failures of the host-VM set-up that are not the scenario's (docs/host-vm.md, "Known
-# flakes"), and only those, get one rerun (pytest-rerunfailures: shown as R and "1 rerun"; each
-# attempt keeps its artifacts):
-# - KVM on TCG's emulated SVM now and then resets the host VM or the nested guest during its boot.
-#   No host-VM scenario resets a guest on purpose.
-# - The outer QEMU (10.0.2) now and then aborts in iotlb_to_section() while L1 remaps the VF BARs
-#   for a vfio-pci hot-plug: a multi-threaded TCG race between a memory-map commit and a stale TLB
-#   entry. No scenario makes QEMU abort on purpose.
-# - The host VM's kernel now and then reports an RCU stall: one of its vCPUs, the one running the
-#   nested guest, took no timer interrupt for 20 s and more, and SSH sessions time out. No scenario
-#   stalls the host VM on purpose.
-NESTED_RESET = r"(host|vm[a-z0-9]*): the guest ended its own run \(guest-reset\)"
-OUTER_QEMU_IOTLB_ABORT = r"host: QEMU exited \(signal 6, SIGABRT; QEMU said: [^)]*iotlb_to_section: Assertion"
-HOST_VM_STALL = r"host's kernel reported a stall: rcu: INFO: rcu_\w+ detected stalls"
-# - SSH to the nested guest lost, or not back after a migration, with no VM dead (seen twice in
-#   CI, once with the stall above; the cause is not pinned down yet).
-NESTED_SSH_LOST = r"vm[a-z0-9]*: (waited [\d.]+s for SSH on the management NIC|SSH session lost while running)"
-# - The host VM's own kernel oopses in its kvm module (an int3 trap at __apic_accept_irq+0xb8 in
-#   "CPU 0/KVM", seen once in CI on a loaded machine after a restore): code the kernel had just
-#   patched, run stale by multi-threaded TCG. No scenario panics the host VM on purpose.
-HOST_VM_KVM_OOPS = r"host: guest kernel panic \(serial: Kernel panic - not syncing: Fatal exception"
-HOST_VM_KNOWN_FLAKES = [NESTED_RESET, OUTER_QEMU_IOTLB_ABORT, HOST_VM_STALL, NESTED_SSH_LOST, HOST_VM_KVM_OOPS]
-
-
-# Two: a host-VM test ran alone (testbed.machine_share) on 2026-11-27 and L2 reset in both of its
-# attempts, once in its firmware 0.2 s after RESUME, once early in its kernel.
-HOST_VM_RERUNS = 2
-
-
-def host_vm_flake_rerun() -> pytest.MarkDecorator:
-    return pytest.mark.flaky(reruns=HOST_VM_RERUNS, only_rerun=HOST_VM_KNOWN_FLAKES)
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -92,8 +60,12 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     each group in collection order. pytest-xdist's `load` scheduling hands each worker a run of
     consecutive items to start with: the worker that draws the `alone` tests starts them at once
     (none waits for another worker's guest test to end), and the other worker spends that time on
-    the tests that boot nothing and so need no share, instead of waiting for the machine."""
+    the tests that boot nothing and so need no share, instead of waiting for the machine.
+    Every guest test without reruns of its own gets one for a step failed while the machine stood still."""
     items.sort(key=_run_order)
+    for item in items:
+        if item.get_closest_marker("guest") is not None and item.get_closest_marker("flaky") is None:
+            item.add_marker(machine_stood_still_rerun())
 
 
 @pytest.hookimpl(tryfirst=True)

@@ -155,6 +155,9 @@ class RunReport(BaseModel):
     dhcp: list[dict[str, Any]] = []
     leases: list[dict[str, Any]] = []
     error: str | None = None
+    # Each time the testbed itself stood still for a second or more (testbed.host_stall): its
+    # machine stalled, and every guest's clock and every timeout ran on meanwhile.
+    host_stalls: list[dict[str, Any]] = []
     artifacts_dir: str
 
     def pings(self) -> list[PingReport]:

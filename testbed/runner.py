@@ -18,6 +18,7 @@ from testbed.clock import RunClock
 from testbed.bug_verdict import decide
 from testbed.errors import StepFailed, TestbedError, WaitTimeout
 from testbed.hold import hold
+from testbed.host_stall import HostStallMonitor
 from testbed.dhcp_plan import dhcp_pairs
 from testbed.dhcp_server import DhcpServer
 from testbed.guest_memory import check_images_fit
@@ -58,8 +59,8 @@ class LiveRun:
     """A run in progress, for Python callers: steps run one at a time, and the live parts (QMP,
     SSH, namespaces) are reachable through `ctx` in between. Made by `live_run()`."""
 
-    def __init__(self, ctx: RunContext):
-        self.ctx = ctx
+    def __init__(self, ctx: RunContext, stalls: HostStallMonitor):
+        self.ctx, self.stalls = ctx, stalls
 
     def step(self, step: Step) -> StepRecord:
         """Runs one step and records it in the report; a failure is recorded, not raised. A VM that
@@ -102,6 +103,9 @@ class LiveRun:
             if dead is None and (trouble := ctx.watch.kernel_trouble()) is not None:
                 record.check_failed = False  # the machine, not the check, failed
                 record.error = f"{record.error}; {trouble}"
+            if dead is None and (standstill := self.stalls.blame(record.started_s, record.ended_s)) is not None:
+                record.check_failed = False
+                record.error = f"{record.error}; {standstill}"
             logger.error("step %d (%s) failed: %s", index, step.action, record.error)
         _progress(ctx, {"index": index, "action": step.action, "event": "end", "t": record.ended_s,
                         "ok": record.ok, "error": record.error})
@@ -118,6 +122,8 @@ def live_run(scenario: Scenario, options: RunOptions) -> Iterator[LiveRun]:
     previous_sigterm = signal.signal(signal.SIGTERM, _sigterm_as_interrupt) \
         if _in_main_thread() else None
     holder: list[LiveRun] = []
+    stalls = HostStallMonitor(clock)
+    stalls.start()
     try:
         with contextlib.ExitStack() as stack:
             check_room(options.artifacts_dir)
@@ -149,7 +155,7 @@ def live_run(scenario: Scenario, options: RunOptions) -> Iterator[LiveRun]:
                 ctx.watch.add(machine)
             stack.enter_context(watching(ctx.watch))
             stack.callback(ctx.teardown)
-            holder.append(LiveRun(ctx))
+            holder.append(LiveRun(ctx, stalls))
             yield holder[0]
     except KeyboardInterrupt:
         report.error = "interrupted"
@@ -165,7 +171,8 @@ def live_run(scenario: Scenario, options: RunOptions) -> Iterator[LiveRun]:
         report.error = f"set-up failed: {e}"
         raise SetupFailed(report) from e
     finally:
-        report.duration_s = round(clock.now(), 3)
+        stalls.stop()
+        report.duration_s, report.host_stalls = round(clock.now(), 3), stalls.as_report()
         if previous_sigterm is not None:
             signal.signal(signal.SIGTERM, previous_sigterm)
 

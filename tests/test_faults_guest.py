@@ -1,15 +1,22 @@
 """A VM that dies is reported for what it is, at once: QEMU killed by a signal during traffic or during
-a migration, and a guest kernel panic. Each run is a real `testbed run` of a scenario in tests/faults.
+a migration, and a guest kernel panic; and a step that failed while the testbed itself stood still
+says so. Each run is a real `testbed run` of a scenario in tests/faults.
 A host VM killed under its guest is tested on the warm run of tests/test_host_vm_guest.py."""
 
 import json
+import os
+import re
+import signal
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
 
+from testbed.host_stall import STOOD_STILL_S
 from testbed.leftovers import run_leftovers
-from testbed_process import kill_and_time, qemu_pid, start_run, step_started, wait_for  # tests/
+from testbed.known_flakes import MACHINE_STOOD_STILL
+from testbed_process import kill_and_time, qemu_pid, start_run, step_started, stop, wait_for  # tests/
 
 REPO = Path(__file__).parent.parent
 FAULTS = Path(__file__).parent / "faults"
@@ -72,3 +79,30 @@ def test_guest_kernel_panic_is_named_as_one(tmp_path):
     report = json.loads((artifacts / "report.json").read_text())
     assert report["vms"]["vm1"]["exit"]["panic"].startswith("Kernel panic - not syncing")
     assert report["steps"][1]["ok"] is False and len(report["steps"]) == 2
+
+
+@pytest.mark.flaky(reruns=0)  # its failure quotes the words that the plugin's rerun matches
+def test_a_step_failed_while_the_testbed_stood_still_says_so(tmp_path):
+    """The testbed's own process stopped for 6 s (SIGSTOP, as a hypervisor that deschedules the whole
+    machine would) during a step that then fails: the step's error says that the machine stalled,
+    in the words that pytest's plugin reruns, and the report keeps the stall."""
+    proc, artifacts = _start(tmp_path, "stood-still.yaml", snapshot="auto")
+    try:
+        wait_for("the exec step", lambda: step_started(artifacts, 1, "exec"), proc)
+        time.sleep(0.5)
+        os.kill(proc.pid, signal.SIGSTOP)
+        time.sleep(6)
+        os.kill(proc.pid, signal.SIGCONT)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        stop(proc)
+    err = " ".join(err.split())
+    assert proc.returncode == 1, err
+    report = json.loads((artifacts / "report.json").read_text())
+    error = report["steps"][1]["error"]
+    assert error.startswith("vm1: ['sh', '-c', 'sleep 8; exit 3'] exited 3"), error
+    assert re.search(r"the testbed itself stood still for (5\.[6-9]|6\.\d|7\.\d)s during this step", error), error
+    assert re.search(MACHINE_STOOD_STILL, error) and report["steps"][1]["check_failed"] is False
+    (stall,) = [s for s in report["host_stalls"] if s["late_s"] >= STOOD_STILL_S]
+    assert report["steps"][1]["started_s"] < stall["at_s"] - stall["late_s"] < stall["at_s"] < report["steps"][1]["ended_s"]
+    assert stall["steal_s"] >= 0

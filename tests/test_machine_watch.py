@@ -76,7 +76,7 @@ def test_an_aborted_qemu_is_reported_with_its_assertion():
     assert killed.describe() == "vm1: QEMU exited (signal 9, SIGKILL)"
     # ...and that message, in a step's error, is what the host-VM rerun matches (and nothing else is)
     import re
-    from testbed.pytest_plugin import HOST_VM_KNOWN_FLAKES
+    from testbed.known_flakes import HOST_VM_KNOWN_FLAKES
     error = f"step 11 (plug-primary) failed: {died.describe()} during step 11 (plug-primary)"
     assert any(re.search(p, error) for p in HOST_VM_KNOWN_FLAKES)
     # the same abort during the host VM's own boot, before the run's watch has it (machine.py's
@@ -92,7 +92,7 @@ def test_an_aborted_qemu_is_reported_with_its_assertion():
 
 def test_a_stalled_kernel_is_named_and_a_host_vm_stall_gets_its_rerun():
     import re
-    from testbed.pytest_plugin import HOST_VM_KNOWN_FLAKES
+    from testbed.known_flakes import HOST_VM_KNOWN_FLAKES
 
     @dataclass(eq=False)
     class Console(FakeMachine):
@@ -121,7 +121,7 @@ def test_a_stalled_kernel_is_named_and_a_host_vm_stall_gets_its_rerun():
 
 def test_a_host_vm_kernel_oops_gets_its_rerun_and_a_guests_panic_does_not():
     import re
-    from testbed.pytest_plugin import HOST_VM_KNOWN_FLAKES
+    from testbed.known_flakes import HOST_VM_KNOWN_FLAKES
     seen = ("step 14 (migrate) failed: host: guest kernel panic (serial: Kernel panic - not syncing: Fatal "
             "exception in interrupt) during step 14 (migrate); the step saw: vm1: nested QEMU did not start")
     assert any(re.search(p, seen) for p in HOST_VM_KNOWN_FLAKES)

@@ -1,0 +1,108 @@
+"""Notices the machine that runs the testbed standing still.
+
+Under TCG a guest's clock is the host's: when the host machine stops running the testbed and its
+QEMUs for a while (a hypervisor that deschedules the whole VM the testbed runs on, a host that is
+suspended), every guest finds on waking that its timers are that much late, and every timeout of
+the testbed has run out meanwhile. A guest kernel then reports an RCU stall, and the step fails with
+an SSH timeout that says nothing of the cause.
+
+The monitor is a thread of the testbed's own process that sleeps a tenth of a second at a time and
+records each wake-up that came late by a second or more, with the steal time that `/proc/stat`
+counted meanwhile (the hypervisor's own account of CPU time it gave to others). A step that fails
+while the testbed itself stood still for STOOD_STILL_S or more says so: a failure of the machine,
+not of the check (pytest's plugin reruns it once, `docs/pytest.md`)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import asdict, dataclass
+
+from testbed.clock import RunClock
+
+logger = logging.getLogger(__name__)
+
+PERIOD_S = 0.1
+RECORDED_LATE_S = 1.0
+# A failed step is blamed on the machine from here: a wake-up 5 s late is no scheduling hiccup of a
+# busy 2-core machine.
+STOOD_STILL_S = 5.0
+
+
+@dataclass(frozen=True)
+class HostStall:
+    at_s: float       # run clock at the late wake-up
+    late_s: float     # how much later than asked it came
+    steal_s: float    # steal time /proc/stat counted over that sleep, over all CPUs
+
+    @property
+    def started_s(self) -> float:
+        return self.at_s - self.late_s
+
+
+def _steal_s() -> float | None:
+    """Steal time so far, summed over the CPUs (the 8th field of /proc/stat's `cpu` line, in USER_HZ)."""
+    try:
+        with open("/proc/stat") as f:
+            fields = f.readline().split()
+        return int(fields[8]) / 100
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+class HostStallMonitor:
+    """A daemon thread that records the run's late wake-ups; a context manager."""
+
+    def __init__(self, clock: RunClock, period_s: float = PERIOD_S, recorded_late_s: float = RECORDED_LATE_S):
+        self.clock, self.period_s, self.recorded_late_s = clock, period_s, recorded_late_s
+        self.stalls: list[HostStall] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="host-stall-monitor", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def __enter__(self) -> "HostStallMonitor":
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _watch(self) -> None:
+        before, steal_before = time.monotonic(), _steal_s()
+        while not self._stop.wait(self.period_s):
+            now, steal = time.monotonic(), _steal_s()
+            late = now - before - self.period_s
+            if late >= self.recorded_late_s:
+                stolen = steal - steal_before if steal is not None and steal_before is not None else 0.0
+                stall = HostStall(at_s=round(self.clock.now(), 3), late_s=round(late, 3), steal_s=round(stolen, 2))
+                self.stalls.append(stall)
+                logger.warning("the testbed stood still for %.1f s (steal %.1f s)", stall.late_s, stall.steal_s)
+            before, steal_before = now, steal
+
+    def during(self, start_s: float, end_s: float) -> list[HostStall]:
+        """The stalls that overlap run-clock interval [start_s, end_s]."""
+        return [s for s in list(self.stalls) if s.at_s >= start_s and s.started_s <= end_s]
+
+    def blame(self, start_s: float, end_s: float) -> str | None:
+        """What a step that failed over [start_s, end_s] should add to its error, if the testbed
+        stood still long enough meanwhile to explain the failure."""
+        return describe_standstill(self.during(start_s, end_s))
+
+    def as_report(self) -> list[dict]:
+        return [asdict(s) for s in self.stalls]
+
+
+def describe_standstill(stalls: list[HostStall]) -> str | None:
+    worst = max(stalls, key=lambda s: s.late_s, default=None)
+    if worst is None or worst.late_s < STOOD_STILL_S:
+        return None
+    return (f"the testbed itself stood still for {worst.late_s:.1f}s during this step, at {worst.started_s:.1f}s "
+            f"(a thread of its own that wakes every {PERIOD_S}s woke that late; steal time meanwhile: "
+            f"{worst.steal_s:.1f}s): the machine stalled, and the step's timeouts and its guests' clocks ran on")

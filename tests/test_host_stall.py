@@ -1,0 +1,47 @@
+"""What a failed step says of the testbed standing still (testbed.host_stall), and that pytest's
+plugin reruns exactly that, once, on any guest test."""
+
+import re
+
+from testbed.host_stall import STOOD_STILL_S, HostStall, HostStallMonitor, describe_standstill
+from testbed.clock import RunClock
+from testbed.known_flakes import HOST_VM_KNOWN_FLAKES, MACHINE_STOOD_STILL
+
+
+def test_a_stall_long_enough_is_blamed_in_the_words_the_rerun_matches():
+    assert describe_standstill([]) is None
+    assert describe_standstill([HostStall(at_s=20.0, late_s=STOOD_STILL_S - 0.1, steal_s=0.0)]) is None
+    text = describe_standstill([HostStall(at_s=20.0, late_s=1.2, steal_s=0.0),
+                                HostStall(at_s=50.0, late_s=24.3, steal_s=23.9)])
+    assert text is not None and text.startswith("the testbed itself stood still for 24.3s during this step, at 25.7s")
+    assert "steal time meanwhile: 23.9s" in text
+    assert re.search(MACHINE_STOOD_STILL, f"vm1: waited 30.0s for x; {text}")
+    assert MACHINE_STOOD_STILL in HOST_VM_KNOWN_FLAKES
+
+
+def test_only_the_stalls_that_overlap_a_step_are_its_own():
+    monitor = HostStallMonitor(RunClock())
+    before, inside, across = (HostStall(at_s=9.0, late_s=6.0, steal_s=0.0), HostStall(at_s=15.0, late_s=6.0, steal_s=0.0),
+                              HostStall(at_s=23.0, late_s=6.0, steal_s=0.0))
+    monitor.stalls += [before, inside, across]
+    assert monitor.during(10.0, 20.0) == [inside, across]
+    assert monitor.blame(24.0, 30.0) is None
+    assert monitor.as_report()[1] == {"at_s": 15.0, "late_s": 6.0, "steal_s": 0.0}
+
+
+def test_a_guest_test_gets_one_rerun_for_a_stood_still_machine(pytester):
+    pytester.makepyfile("""
+        import pytest
+        pytestmark = pytest.mark.guest
+
+        def test_plain():
+            pass
+
+        @pytest.mark.flaky(reruns=0)
+        def test_own_flaky():
+            pass
+    """)
+    items, _ = pytester.inline_genitems()
+    marks = {i.name: i.get_closest_marker("flaky") for i in items}
+    assert marks["test_plain"].kwargs == {"reruns": 1, "only_rerun": [MACHINE_STOOD_STILL]}
+    assert marks["test_own_flaky"].kwargs == {"reruns": 0}
