@@ -144,6 +144,10 @@ class RunWatch:
                 return self.exits[0]
         return None
 
+    def local_pids(self) -> dict[str, int]:
+        """The run's QEMUs that run on this machine (not a host VM's guests), by name."""
+        return {m.name: pid for m in self._machines if (pid := getattr(m, "pid", None)) is not None}
+
     def forgive(self, exit: MachineExit) -> None:
         """A death the step expected (migrate expect: source-died): no longer the run's failure. The
         machine must be retired (unwatched) too, or the next look finds it dead again."""

@@ -25,6 +25,9 @@ class StepRecord(BaseModel):
     # Packets each slave carried during this step: {vm: {pair: {role: {name, rx, tx}}}}; a role is
     # missing when its netdev was not the same at both ends of the step.
     counters: dict[str, Any] = {}
+    # A failed step: how long each thread of each QEMU on this machine waited for a CPU during it,
+    # {qemu: {"CPU 0/TCG (1234)": seconds}} (testbed.host_stall).
+    cpu_wait: dict[str, dict[str, float]] = {}
 
 
 class HostInfo(BaseModel):

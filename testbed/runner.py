@@ -18,7 +18,7 @@ from testbed.clock import RunClock
 from testbed.bug_verdict import decide
 from testbed.errors import StepFailed, TestbedError, WaitTimeout
 from testbed.hold import hold
-from testbed.host_stall import HostStallMonitor
+from testbed.host_stall import HostStallMonitor, cpu_wait_during, describe_cpu_wait, qemu_thread_waits
 from testbed.dhcp_plan import dhcp_pairs
 from testbed.dhcp_server import DhcpServer
 from testbed.guest_memory import check_images_fit
@@ -75,6 +75,7 @@ class LiveRun:
         logger.info("step %d: %s", index, step.action)
         _progress(ctx, {"index": index, "action": step.action, "event": "start", "t": record.started_s})
         ctx.start_deadline(getattr(step, "timeout_s", None))
+        waits_before = qemu_thread_waits(ctx.watch.local_pids())
         try:
             if (dead := ctx.watch.dead()) is not None:
                 raise MachineDied(dead)
@@ -106,6 +107,9 @@ class LiveRun:
             if dead is None and (standstill := self.stalls.blame(record.started_s, record.ended_s)) is not None:
                 record.check_failed = False
                 record.error = f"{record.error}; {standstill}"
+            record.cpu_wait = cpu_wait_during(waits_before, qemu_thread_waits(ctx.watch.local_pids()))
+            if dead is None and (busy := describe_cpu_wait(record.cpu_wait, record.ended_s - record.started_s)):
+                record.error = f"{record.error}; {busy}"
             logger.error("step %d (%s) failed: %s", index, step.action, record.error)
         _progress(ctx, {"index": index, "action": step.action, "event": "end", "t": record.ended_s,
                         "ok": record.ok, "error": record.error})

@@ -1,6 +1,6 @@
 """A VM that dies is reported for what it is, at once: QEMU killed by a signal during traffic or during
-a migration, and a guest kernel panic; and a step that failed while the testbed itself stood still
-says so. Each run is a real `testbed run` of a scenario in tests/faults.
+a migration, and a guest kernel panic; and a step that failed while the testbed itself stood still,
+or while its guest waited for a CPU, says so. Each run is a real `testbed run` of a scenario in tests/faults.
 A host VM killed under its guest is tested on the warm run of tests/test_host_vm_guest.py."""
 
 import json
@@ -8,12 +8,13 @@ import os
 import re
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from testbed.host_stall import STOOD_STILL_S
+from testbed.host_stall import CPU_WAIT_BLAMED_S, CPU_WAIT_BLAMED_SHARE, STOOD_STILL_S
 from testbed.leftovers import run_leftovers
 from testbed.known_flakes import MACHINE_STOOD_STILL
 from testbed_process import kill_and_time, qemu_pid, start_run, step_started, stop, wait_for  # tests/
@@ -106,3 +107,31 @@ def test_a_step_failed_while_the_testbed_stood_still_says_so(tmp_path):
     (stall,) = [s for s in report["host_stalls"] if s["late_s"] >= STOOD_STILL_S]
     assert report["steps"][1]["started_s"] < stall["at_s"] - stall["late_s"] < stall["at_s"] < report["steps"][1]["ended_s"]
     assert stall["steal_s"] >= 0
+
+
+def test_a_step_failed_while_its_guest_waited_for_a_cpu_says_so(tmp_path):
+    """The guest spins through a step that then fails, its QEMU pinned to one CPU beside two busy
+    loops: the step's record keeps how long each QEMU thread waited for a CPU, and its error names
+    the vCPU thread that waited for most of the step."""
+    proc, artifacts = _start(tmp_path, "cpu-starved.yaml", snapshot="auto")
+    hogs: list[subprocess.Popen] = []
+    try:
+        wait_for("the exec step", lambda: step_started(artifacts, 1, "exec"), proc)
+        cpu = max(os.sched_getaffinity(0))
+        for task in Path(f"/proc/{qemu_pid(artifacts, 'vm1')}/task").iterdir():
+            os.sched_setaffinity(int(task.name), {cpu})
+        hogs = [subprocess.Popen([sys.executable, "-c", f"import os\nos.sched_setaffinity(0, {{{cpu}}})\nwhile True: pass"])
+                for _ in range(2)]
+        _, err = proc.communicate(timeout=120)
+    finally:
+        for hog in hogs:
+            hog.kill()
+            hog.wait()
+        stop(proc)
+    assert proc.returncode == 1, err
+    step = json.loads((artifacts / "report.json").read_text())["steps"][1]
+    assert step["error"].startswith("vm1: ['sh', '-c', \"timeout 12 sh -c 'while :; do :; done'; exit 3\"] exited 3"), step
+    assert re.search(r"; vm1's vCPU thread CPU 0/TCG \(\d+\) waited \d+\.\ds of this step's \d+\.\ds for a CPU of the "
+                     r"machine \(its run_delay\)", step["error"]), step["error"]
+    (vcpu,) = [s for thread, s in step["cpu_wait"]["vm1"].items() if thread.startswith("CPU 0/TCG")]
+    assert vcpu >= CPU_WAIT_BLAMED_S and vcpu >= CPU_WAIT_BLAMED_SHARE * (step["ended_s"] - step["started_s"])

@@ -1,9 +1,11 @@
-"""What a failed step says of the testbed standing still (testbed.host_stall), and that pytest's
-plugin reruns exactly that, once, on any guest test."""
+"""What a failed step says of the testbed standing still and of its guests waiting for a CPU
+(testbed.host_stall), and that pytest's plugin reruns exactly the first, once, on any guest test."""
 
+import os
 import re
 
-from testbed.host_stall import STOOD_STILL_S, HostStall, HostStallMonitor, describe_standstill
+from testbed.host_stall import (STOOD_STILL_S, HostStall, HostStallMonitor, cpu_wait_during, describe_cpu_wait,
+                                describe_standstill, qemu_thread_waits)
 from testbed.clock import RunClock
 from testbed.known_flakes import HOST_VM_KNOWN_FLAKES, MACHINE_STOOD_STILL
 
@@ -45,3 +47,23 @@ def test_a_guest_test_gets_one_rerun_for_a_stood_still_machine(pytester):
     marks = {i.name: i.get_closest_marker("flaky") for i in items}
     assert marks["test_plain"].kwargs == {"reruns": 1, "only_rerun": [MACHINE_STOOD_STILL]}
     assert marks["test_own_flaky"].kwargs == {"reruns": 0}
+
+
+def test_a_vcpu_that_waited_for_most_of_a_failed_step_is_named():
+    before = {"vm1": {"CPU 0/TCG (11)": 1.0, "qemu-system-x86 (10)": 0.5}}
+    after = {"vm1": {"CPU 0/TCG (11)": 21.5, "qemu-system-x86 (10)": 0.55},
+             "vm1-migration1": {"CPU 0/TCG (21)": 3.0}}
+    waits = cpu_wait_during(before, after)
+    assert waits == {"vm1": {"CPU 0/TCG (11)": 20.5}, "vm1-migration1": {"CPU 0/TCG (21)": 3.0}}
+    assert describe_cpu_wait(waits, 30.0) == ("vm1's vCPU thread CPU 0/TCG (11) waited 20.5s of this step's 30.0s "
+                                              "for a CPU of the machine (its run_delay): the machine was too busy "
+                                              "to run the guest")
+    assert describe_cpu_wait(waits, 45.0) is None                              # under half the step
+    assert describe_cpu_wait({"vm1": {"CPU 0/TCG (11)": 4.0}}, 5.0) is None    # under 5 s
+    assert describe_cpu_wait({"vm1": {"qemu-system-x86 (10)": 20.0}}, 30.0) is None  # not a vCPU
+
+
+def test_the_waits_of_this_process_threads_are_read():
+    (waits,) = qemu_thread_waits({"self": os.getpid()}).values()
+    assert waits and all(s >= 0 for s in waits.values())
+    assert qemu_thread_waits({"gone": 2 ** 22 + 7}) == {}
