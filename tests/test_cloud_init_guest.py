@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from session_once import once_per_session  # tests/
+
 pytestmark = pytest.mark.guest
 ZOO = Path(__file__).parent.parent / "scenarios" / "zoo"
 SCENARIOS = [ZOO / "zoo-04-cloud-init-set-name-claims-the-primary.yaml", ZOO / "dhcp-cloud-init.yaml"]
@@ -22,9 +24,10 @@ SCENARIOS = [ZOO / "zoo-04-cloud-init-set-name-claims-the-primary.yaml", ZOO / "
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory) -> dict[str, tuple[subprocess.CompletedProcess, dict, Path]]:
-    tmp_path = tmp_path_factory.mktemp("cloud-init")
-    with ThreadPoolExecutor(1 if os.environ.get("PYTEST_XDIST_WORKER") else 2) as pool:
-        return dict(zip([p.stem for p in SCENARIOS], pool.map(lambda path: _run(tmp_path, path), SCENARIOS)))
+    def run_all(tmp_path: Path):
+        with ThreadPoolExecutor(1 if os.environ.get("PYTEST_XDIST_WORKER") else 2) as pool:
+            return dict(zip([p.stem for p in SCENARIOS], pool.map(lambda path: _run(tmp_path, path), SCENARIOS)))
+    return once_per_session(tmp_path_factory, "cloud-init", run_all)
 
 
 def _run(tmp_path: Path, scenario: Path) -> tuple[subprocess.CompletedProcess, dict, Path]:

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from session_once import once_per_session  # tests/
+
 pytestmark = pytest.mark.guest
 ZOO = Path(__file__).parent.parent / "scenarios" / "zoo"
 DATA = Path(__file__).parent / "data"
@@ -28,9 +30,10 @@ def runs(tmp_path_factory) -> dict[str, tuple[subprocess.CompletedProcess, dict]
     """The scenarios, two at a time, each its own run on its own core: the suite pays for half. Under
     pytest-xdist (-n 2, the README's command) the other worker has the second core, so one at a time:
     three TCG guests on two cores starved a guest's helpers past their timeouts."""
-    tmp_path = tmp_path_factory.mktemp("distro")
-    with ThreadPoolExecutor(1 if os.environ.get("PYTEST_XDIST_WORKER") else 2) as pool:
-        return dict(zip([p.stem for p in SCENARIOS], pool.map(lambda path: _run(tmp_path, path), SCENARIOS)))
+    def run_all(tmp_path: Path):
+        with ThreadPoolExecutor(1 if os.environ.get("PYTEST_XDIST_WORKER") else 2) as pool:
+            return dict(zip([p.stem for p in SCENARIOS], pool.map(lambda path: _run(tmp_path, path), SCENARIOS)))
+    return once_per_session(tmp_path_factory, "distro", run_all)
 
 
 def _run(tmp_path: Path, scenario: Path) -> tuple[subprocess.CompletedProcess, dict]:
