@@ -100,7 +100,7 @@ class GuestShell:
             stderr = err.read().decode(errors="replace")
             status = out.channel.recv_exit_status()
         except (socket.timeout, TimeoutError) as e:
-            raise WaitTimeout(f"{self.vm}: {command!r} did not finish within {timeout}s") from e
+            raise WaitTimeout(f"{self.vm}: {command!r} did not finish within {timeout:.1f}s") from e
         except (paramiko.SSHException, EOFError, OSError) as e:
             # The session broke under the command (the guest or its QEMU went away): a typed error,
             # which the run's watch turns into the cause when a VM died.

@@ -1,30 +1,29 @@
 """Notices the machine that runs the testbed standing still.
 
 Under TCG a guest's clock is the host's: when the host machine stops running the testbed and its
-QEMUs for a while (a hypervisor that deschedules the whole VM the testbed runs on, a host that is
-suspended), every guest finds on waking that its timers are that much late, and every timeout of
-the testbed has run out meanwhile. A guest kernel then reports an RCU stall, and the step fails with
+QEMUs for a while (a hypervisor that deschedules the whole VM the testbed runs on), every guest
+finds on waking that its timers are that much late, and every timeout of the testbed has run on
+meanwhile. (A suspend is not such a pause: CLOCK_MONOTONIC, which QEMU and the testbed both time
+with, stops during it.) A guest kernel then reports an RCU stall, and the step fails with
 an SSH timeout that says nothing of the cause.
 
 The monitor is a thread of the testbed's own process that sleeps a tenth of a second at a time and
 records each wake-up that came late by a second or more, with the steal time that `/proc/stat`
-counted meanwhile (the hypervisor's own account of CPU time it gave to others). A step that fails
-while the testbed itself stood still for STOOD_STILL_S or more says so: a failure of the machine,
-not of the check (pytest's plugin reruns it once, `docs/pytest.md`).
-
-The machine can also be busy without the testbed standing still: a failed step's record keeps how
-long each QEMU thread waited for a CPU meanwhile (the scheduler's own run_delay), and its error says
-so when a vCPU thread waited for most of the step."""
+counted meanwhile (the hypervisor's own account of CPU time it gave to others). A step that timed
+out or lost its SSH session while the testbed itself stood still for STOOD_STILL_S or more says so:
+a failure of the machine, not of the check (pytest's plugin reruns it once, `docs/pytest.md`)."""
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 from testbed.clock import RunClock
+from testbed.errors import WaitTimeout
+from testbed.guest_shell import GuestSessionLost
 
 logger = logging.getLogger(__name__)
 
@@ -47,11 +46,11 @@ class HostStall:
 
 
 def _steal_s() -> float | None:
-    """Steal time so far, summed over the CPUs (the 8th field of /proc/stat's `cpu` line, in USER_HZ)."""
+    """Steal time so far, summed over the CPUs (the 8th field of /proc/stat's `cpu` line, in clock ticks)."""
     try:
         with open("/proc/stat") as f:
             fields = f.readline().split()
-        return int(fields[8]) / 100
+        return int(fields[8]) / os.sysconf("SC_CLK_TCK")
     except (OSError, IndexError, ValueError):
         return None
 
@@ -62,6 +61,7 @@ class HostStallMonitor:
     def __init__(self, clock: RunClock, period_s: float = PERIOD_S, recorded_late_s: float = RECORDED_LATE_S):
         self.clock, self.period_s, self.recorded_late_s = clock, period_s, recorded_late_s
         self.stalls: list[HostStall] = []
+        self._last_tick, self._last_steal = time.monotonic(), _steal_s()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._watch, name="host-stall-monitor", daemon=True)
 
@@ -83,6 +83,7 @@ class HostStallMonitor:
         before, steal_before = time.monotonic(), _steal_s()
         while not self._stop.wait(self.period_s):
             now, steal = time.monotonic(), _steal_s()
+            self._last_tick, self._last_steal = now, steal
             late = now - before - self.period_s
             if late >= self.recorded_late_s:
                 stolen = steal - steal_before if steal is not None and steal_before is not None else 0.0
@@ -92,12 +93,21 @@ class HostStallMonitor:
             before, steal_before = now, steal
 
     def during(self, start_s: float, end_s: float) -> list[HostStall]:
-        """The stalls that overlap run-clock interval [start_s, end_s]."""
-        return [s for s in list(self.stalls) if s.at_s >= start_s and s.started_s <= end_s]
+        """The stalls that overlap run-clock interval [start_s, end_s], with the one under way if the
+        monitor has not woken since (a step that failed as the machine came back may ask first)."""
+        stalls = list(self.stalls)
+        if (late := time.monotonic() - self._last_tick - self.period_s) >= self.recorded_late_s:
+            steal, steal_before = _steal_s(), self._last_steal
+            stolen = steal - steal_before if steal is not None and steal_before is not None else 0.0
+            stalls.append(HostStall(at_s=round(self.clock.now(), 3), late_s=round(late, 3), steal_s=round(stolen, 2)))
+        return [s for s in stalls if s.at_s >= start_s and s.started_s <= end_s]
 
-    def blame(self, start_s: float, end_s: float) -> str | None:
+    def blame(self, failure: BaseException | None, start_s: float, end_s: float) -> str | None:
         """What a step that failed over [start_s, end_s] should add to its error, if the testbed
-        stood still long enough meanwhile to explain the failure."""
+        stood still long enough meanwhile to explain the failure: only a wait that ran out or a
+        session that went quiet can be the machine's doing, not a check that saw a wrong answer."""
+        if not isinstance(failure, (WaitTimeout, GuestSessionLost)):
+            return None
         return describe_standstill(self.during(start_s, end_s))
 
     def as_report(self) -> list[dict]:
@@ -112,50 +122,3 @@ def describe_standstill(stalls: list[HostStall]) -> str | None:
             f"(a thread of its own that wakes every {PERIOD_S}s woke that late; steal time meanwhile: "
             f"{worst.steal_s:.1f}s): the machine stalled, and the step's timeouts and its guests' clocks ran on")
 
-
-# A vCPU thread that waited this share of a failed step, and at least CPU_WAIT_BLAMED_S, for a CPU
-# of the machine: the machine was too busy to run the guest, whatever the step then saw.
-CPU_WAIT_BLAMED_SHARE = 0.5
-CPU_WAIT_BLAMED_S = 5.0
-
-
-def qemu_thread_waits(pids: dict[str, int]) -> dict[str, dict[str, float]]:
-    """Per QEMU (by label), per thread (`comm`, with its id): seconds it has spent runnable but
-    waiting for a CPU (run_delay, the second field of /proc/<pid>/task/<tid>/schedstat)."""
-    waits: dict[str, dict[str, float]] = {}
-    for label, pid in pids.items():
-        threads: dict[str, float] = {}
-        try:
-            tasks = list(Path(f"/proc/{pid}/task").iterdir())
-        except OSError:
-            continue
-        for task in tasks:
-            try:
-                run_delay_ns = int((task / "schedstat").read_text().split()[1])
-                threads[f"{(task / 'comm').read_text().strip()} ({task.name})"] = run_delay_ns / 1e9
-            except (OSError, IndexError, ValueError):
-                pass
-        waits[label] = threads
-    return waits
-
-
-def cpu_wait_during(before: dict[str, dict[str, float]], after: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
-    """Each thread's wait for a CPU between two samples, per QEMU, the longest first (0.1 s and more)."""
-    out: dict[str, dict[str, float]] = {}
-    for label, threads in after.items():
-        grown = {t: round(s - before.get(label, {}).get(t, 0.0), 2) for t, s in threads.items()}
-        if kept := dict(sorted(((t, s) for t, s in grown.items() if s >= 0.1), key=lambda ts: -ts[1])):
-            out[label] = kept
-    return out
-
-
-def describe_cpu_wait(waits: dict[str, dict[str, float]], step_s: float) -> str | None:
-    """A vCPU thread that waited for a CPU for most of the step, if any (the longest such wait)."""
-    vcpus = [(s, label, t) for label, threads in waits.items() for t, s in threads.items() if t.startswith("CPU ")]
-    if not vcpus or step_s <= 0:
-        return None
-    s, label, thread = max(vcpus)
-    if s < CPU_WAIT_BLAMED_S or s < CPU_WAIT_BLAMED_SHARE * step_s:
-        return None
-    return (f"{label}'s vCPU thread {thread} waited {s:.1f}s of this step's {step_s:.1f}s for a CPU of the machine "
-            f"(its run_delay): the machine was too busy to run the guest")

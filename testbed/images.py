@@ -186,18 +186,7 @@ def _build(recipe: ImageRecipe, recipe_path: Path, apt: PrivateApt, resolved: Re
     download). mmdebstrap runs its own apt in the tree: held through a whole build, the lock kept
     every run on the machine from starting while a flavour built (a cold CI run: 245 s for a test
     whose image was long built)."""
-    tree = work / "tree"
-    mode = "root" if os.geteuid() == 0 else "unshare"
-    _run(["mmdebstrap", "--quiet", f"--mode={mode}", f"--variant={recipe.variant}",
-          "--include=" + ",".join(recipe.packages), "--format=directory",
-          recipe.suite, str(tree), *apt.userland_lines])
-    for rel in recipe.prune:
-        p = tree / rel
-        if p.is_dir() and not p.is_symlink():
-            shutil.rmtree(p)
-        elif p.exists() or p.is_symlink():
-            p.unlink()
-
+    # the kernel first: its version was resolved a moment ago, and a mirror moves on
     if local_kernel is None:
         assert resolved.kernel_image_package
         version = resolved.versions[resolved.kernel_image_package]
@@ -215,6 +204,18 @@ def _build(recipe: ImageRecipe, recipe_path: Path, apt: PrivateApt, resolved: Re
         release = local_kernel.modules_dir.name
         shutil.copy2(local_kernel.bzimage, out / "vmlinuz")
         modules_src = local_kernel.modules_dir
+    tree = work / "tree"
+    mode = "root" if os.geteuid() == 0 else "unshare"
+    _run(["mmdebstrap", "--quiet", f"--mode={mode}", f"--variant={recipe.variant}",
+          "--include=" + ",".join(recipe.packages), "--format=directory",
+          recipe.suite, str(tree), *apt.userland_lines])
+    for rel in recipe.prune:
+        p = tree / rel
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p)
+        elif p.exists() or p.is_symlink():
+            p.unlink()
+
     _install_modules(modules_src, tree, release, recipe.modules)
 
     for src, dest in recipe.overlay_paths(recipe_path):

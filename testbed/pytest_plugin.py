@@ -55,14 +55,17 @@ def _run_order(item: pytest.Item) -> int:
 
 
 @pytest.hookimpl(trylast=True)
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """The tests that run alone first, then the ones that boot no guest, then the other guest tests,
     each group in collection order. pytest-xdist's `load` scheduling hands each worker a run of
     consecutive items to start with: the worker that draws the `alone` tests starts them at once
     (none waits for another worker's guest test to end), and the other worker spends that time on
     the tests that boot nothing and so need no share, instead of waiting for the machine.
-    Every guest test without reruns of its own gets one for a step failed while the machine stood still."""
+    Every guest test without reruns of its own gets one for a step failed while the machine stood
+    still, unless the command line asks for reruns (a marker would override `--reruns`)."""
     items.sort(key=_run_order)
+    if config.getoption("reruns", None):
+        return
     for item in items:
         if item.get_closest_marker("guest") is not None and item.get_closest_marker("flaky") is None:
             item.add_marker(machine_stood_still_rerun())

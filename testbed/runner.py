@@ -18,7 +18,8 @@ from testbed.clock import RunClock
 from testbed.bug_verdict import decide
 from testbed.errors import StepFailed, TestbedError, WaitTimeout
 from testbed.hold import hold
-from testbed.host_stall import HostStallMonitor, cpu_wait_during, describe_cpu_wait, qemu_thread_waits
+from testbed.cpu_wait import cpu_wait_during, describe_cpu_wait, qemu_thread_waits
+from testbed.host_stall import HostStallMonitor
 from testbed.dhcp_plan import dhcp_pairs
 from testbed.dhcp_server import DhcpServer
 from testbed.guest_memory import check_images_fit
@@ -76,6 +77,7 @@ class LiveRun:
         _progress(ctx, {"index": index, "action": step.action, "event": "start", "t": record.started_s})
         ctx.start_deadline(getattr(step, "timeout_s", None))
         waits_before = qemu_thread_waits(ctx.watch.local_pids())
+        failure: TestbedError | None = None
         try:
             if (dead := ctx.watch.dead()) is not None:
                 raise MachineDied(dead)
@@ -84,6 +86,7 @@ class LiveRun:
         except TestbedError as e:
             record.error = str(e)
             record.check_failed = isinstance(e, (StepFailed, WaitTimeout))
+            failure = e
         except Exception as e:  # a testbed bug: fail the step, keep the evidence, still tear down
             trace = ctx.options.artifacts_dir / f"step{index}-traceback.txt"
             with contextlib.suppress(OSError):
@@ -93,27 +96,36 @@ class LiveRun:
             ctx.deadline = None
             record.ended_s = round(ctx.clock.now(), 3)
         if not record.ok:
-            dead = ctx.death_behind_failure()
-            if dead is not None:
-                record.check_failed = False
-            if dead is not None and not record.error.startswith(dead.describe()):
-                # The step saw a broken connection or a timeout; the cause is the VM's death.
-                record.error = f"{dead.describe()} during step {index} ({step.action}); the step saw: {record.error}"
-            elif dead is not None:
-                record.error = f"{record.error} during step {index} ({step.action})"
-            if dead is None and (trouble := ctx.watch.kernel_trouble()) is not None:
-                record.check_failed = False  # the machine, not the check, failed
-                record.error = f"{record.error}; {trouble}"
-            if dead is None and (standstill := self.stalls.blame(record.started_s, record.ended_s)) is not None:
-                record.check_failed = False
-                record.error = f"{record.error}; {standstill}"
-            record.cpu_wait = cpu_wait_during(waits_before, qemu_thread_waits(ctx.watch.local_pids()))
-            if dead is None and (busy := describe_cpu_wait(record.cpu_wait, record.ended_s - record.started_s)):
-                record.error = f"{record.error}; {busy}"
+            self._explain_failure(record, step, failure, waits_before)
             logger.error("step %d (%s) failed: %s", index, step.action, record.error)
         _progress(ctx, {"index": index, "action": step.action, "event": "end", "t": record.ended_s,
                         "ok": record.ok, "error": record.error})
         return record
+
+    def _explain_failure(self, record: StepRecord, step: Step, failure: TestbedError | None,
+                         waits_before: dict) -> None:
+        """Adds to a failed step's error what explains it besides the step: a VM that died (named as
+        the cause), a guest kernel's stall, the testbed standing still, a guest starved of CPU."""
+        ctx, index = self.ctx, record.index
+        assert record.error is not None
+        dead = ctx.death_behind_failure()
+        if dead is not None:
+            record.check_failed = False
+        if dead is not None and not record.error.startswith(dead.describe()):
+            # The step saw a broken connection or a timeout; the cause is the VM's death.
+            record.error = f"{dead.describe()} during step {index} ({step.action}); the step saw: {record.error}"
+        elif dead is not None:
+            record.error = f"{record.error} during step {index} ({step.action})"
+        if dead is None and (trouble := ctx.watch.kernel_trouble()) is not None:
+            record.check_failed = False  # the machine, not the check, failed
+            record.error = f"{record.error}; {trouble}"
+        if dead is None and (standstill := self.stalls.blame(failure, record.started_s, record.ended_s or 0.0)):
+            record.check_failed = False
+            record.error = f"{record.error}; {standstill}"
+        record.cpu_wait = cpu_wait_during(waits_before, qemu_thread_waits(ctx.watch.local_pids()))
+        busy = describe_cpu_wait(record.cpu_wait, (record.ended_s or 0.0) - record.started_s)
+        if dead is None and busy:
+            record.error = f"{record.error}; {busy}"
 
 
 @contextlib.contextmanager

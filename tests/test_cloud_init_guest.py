@@ -21,19 +21,22 @@ pytestmark = pytest.mark.guest
 ZOO = Path(__file__).parent.parent / "scenarios" / "zoo"
 SCENARIOS = [ZOO / "zoo-04-cloud-init-set-name-claims-the-primary.yaml", ZOO / "dhcp-cloud-init.yaml"]
 
+RUN_TIMEOUT_S = 900
+
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory) -> dict[str, tuple[subprocess.CompletedProcess, dict, Path]]:
     def run_all(tmp_path: Path):
         with ThreadPoolExecutor(1 if os.environ.get("PYTEST_XDIST_WORKER") else 2) as pool:
             return dict(zip([p.stem for p in SCENARIOS], pool.map(lambda path: _run(tmp_path, path), SCENARIOS)))
-    return once_per_session(tmp_path_factory, "cloud-init", run_all)
+    return once_per_session(tmp_path_factory, "cloud-init", run_all, wait_s=len(SCENARIOS) * RUN_TIMEOUT_S)
 
 
 def _run(tmp_path: Path, scenario: Path) -> tuple[subprocess.CompletedProcess, dict, Path]:
     report, artifacts = tmp_path / f"{scenario.stem}.json", tmp_path / scenario.stem
     done = subprocess.run([sys.executable, "-m", "testbed.cli", "run", str(scenario), "--quiet", "--report",
-                           str(report), "--artifacts", str(artifacts)], capture_output=True, text=True, timeout=900)
+                           str(report), "--artifacts", str(artifacts)],
+                          capture_output=True, text=True, timeout=RUN_TIMEOUT_S)
     return done, json.loads(report.read_text()), artifacts
 
 

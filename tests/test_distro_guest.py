@@ -24,23 +24,26 @@ SCENARIOS = [ZOO / "dhcp-networkd.yaml", DATA / "networkd-no-standby.yaml",
              ZOO / "dhcp-ifupdown.yaml", ZOO / "zoo-04-ifupdown-allow-hotplug-configures-slaves.yaml",
              DATA / "ifupdown-no-standby.yaml"]
 
+RUN_TIMEOUT_S = 900
+
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory) -> dict[str, tuple[subprocess.CompletedProcess, dict]]:
     """The scenarios, two at a time, each its own run on its own core: the suite pays for half. Under
-    pytest-xdist (-n 2, the README's command) the other worker has the second core, so one at a time:
-    three TCG guests on two cores starved a guest's helpers past their timeouts."""
+    pytest-xdist (-n 2, the README's command) one at a time, since the other worker runs guests of its
+    own (three TCG guests on two cores starved a guest's helpers past their timeouts); once per session,
+    whichever workers get this module's tests."""
     def run_all(tmp_path: Path):
         with ThreadPoolExecutor(1 if os.environ.get("PYTEST_XDIST_WORKER") else 2) as pool:
             return dict(zip([p.stem for p in SCENARIOS], pool.map(lambda path: _run(tmp_path, path), SCENARIOS)))
-    return once_per_session(tmp_path_factory, "distro", run_all)
+    return once_per_session(tmp_path_factory, "distro", run_all, wait_s=len(SCENARIOS) * RUN_TIMEOUT_S)
 
 
 def _run(tmp_path: Path, scenario: Path) -> tuple[subprocess.CompletedProcess, dict]:
     report = tmp_path / f"{scenario.stem}.json"
     done = subprocess.run([sys.executable, "-m", "testbed.cli", "run", str(scenario), "--quiet", "--report",
                            str(report), "--artifacts", str(tmp_path / scenario.stem)],
-                          capture_output=True, text=True, timeout=900)
+                          capture_output=True, text=True, timeout=RUN_TIMEOUT_S)
     return done, json.loads(report.read_text())
 
 

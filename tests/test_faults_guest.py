@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from testbed.host_stall import CPU_WAIT_BLAMED_S, CPU_WAIT_BLAMED_SHARE, STOOD_STILL_S
+from testbed.cpu_wait import CPU_WAIT_BLAMED_S, CPU_WAIT_BLAMED_SHARE
+from testbed.host_stall import STOOD_STILL_S
 from testbed.leftovers import run_leftovers
 from testbed.known_flakes import MACHINE_STOOD_STILL
 from testbed_process import kill_and_time, qemu_pid, start_run, step_started, stop, wait_for  # tests/
@@ -85,8 +86,9 @@ def test_guest_kernel_panic_is_named_as_one(tmp_path):
 @pytest.mark.flaky(reruns=0)  # its failure quotes the words that the plugin's rerun matches
 def test_a_step_failed_while_the_testbed_stood_still_says_so(tmp_path):
     """The testbed's own process stopped for 6 s (SIGSTOP, as a hypervisor that deschedules the whole
-    machine would) during a step that then fails: the step's error says that the machine stalled,
-    in the words that pytest's plugin reruns, and the report keeps the stall."""
+    machine would) during a step that then times out: the step's error says that the machine
+    stalled, in the words that pytest's plugin reruns, and the report keeps the stall. (A step that
+    fails on its own check meanwhile is not blamed on the machine: tests/test_host_stall.py.)"""
     proc, artifacts = _start(tmp_path, "stood-still.yaml", snapshot="auto")
     try:
         wait_for("the exec step", lambda: step_started(artifacts, 1, "exec"), proc)
@@ -101,14 +103,15 @@ def test_a_step_failed_while_the_testbed_stood_still_says_so(tmp_path):
     assert proc.returncode == 1, err
     report = json.loads((artifacts / "report.json").read_text())
     error = report["steps"][1]["error"]
-    assert error.startswith("vm1: ['sh', '-c', 'sleep 8; exit 3'] exited 3"), error
+    # the step's 8 s, less what the step spent before the command
+    assert re.match(r"vm1: 'sleep 30' did not finish within [78]\.\ds; the testbed itself stood still", error), error
     assert re.search(r"the testbed itself stood still for (5\.[6-9]|6\.\d|7\.\d)s during this step", error), error
     assert re.search(MACHINE_STOOD_STILL, error) and report["steps"][1]["check_failed"] is False
     (stall,) = [s for s in report["host_stalls"] if s["late_s"] >= STOOD_STILL_S]
     assert report["steps"][1]["started_s"] < stall["at_s"] - stall["late_s"] < stall["at_s"] < report["steps"][1]["ended_s"]
-    assert stall["steal_s"] >= 0
 
 
+@pytest.mark.alone  # one of the machine's two CPUs is taken from every other guest for 15 s
 def test_a_step_failed_while_its_guest_waited_for_a_cpu_says_so(tmp_path):
     """The guest spins through a step that then fails, its QEMU pinned to one CPU beside two busy
     loops: the step's record keeps how long each QEMU thread waited for a CPU, and its error names

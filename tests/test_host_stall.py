@@ -1,12 +1,15 @@
-"""What a failed step says of the testbed standing still and of its guests waiting for a CPU
-(testbed.host_stall), and that pytest's plugin reruns exactly the first, once, on any guest test."""
+"""What a failed step says of the testbed standing still (testbed.host_stall) and of its guests
+waiting for a CPU (testbed.cpu_wait), and that pytest's plugin reruns exactly the first, once, on any
+guest test; and that a step failed by its own check is not blamed on a standstill."""
 
 import os
 import re
 
-from testbed.host_stall import (STOOD_STILL_S, HostStall, HostStallMonitor, cpu_wait_during, describe_cpu_wait,
-                                describe_standstill, qemu_thread_waits)
+from testbed.cpu_wait import cpu_wait_during, describe_cpu_wait, qemu_thread_waits
+from testbed.host_stall import STOOD_STILL_S, HostStall, HostStallMonitor, describe_standstill
 from testbed.clock import RunClock
+from testbed.errors import StepFailed, WaitTimeout
+from testbed.guest_shell import GuestSessionLost
 from testbed.known_flakes import HOST_VM_KNOWN_FLAKES, MACHINE_STOOD_STILL
 
 
@@ -27,7 +30,7 @@ def test_only_the_stalls_that_overlap_a_step_are_its_own():
                               HostStall(at_s=23.0, late_s=6.0, steal_s=0.0))
     monitor.stalls += [before, inside, across]
     assert monitor.during(10.0, 20.0) == [inside, across]
-    assert monitor.blame(24.0, 30.0) is None
+    assert monitor.blame(WaitTimeout("x"), 24.0, 30.0) is None
     assert monitor.as_report()[1] == {"at_s": 15.0, "late_s": 6.0, "steal_s": 0.0}
 
 
@@ -65,5 +68,22 @@ def test_a_vcpu_that_waited_for_most_of_a_failed_step_is_named():
 
 def test_the_waits_of_this_process_threads_are_read():
     (waits,) = qemu_thread_waits({"self": os.getpid()}).values()
-    assert waits and all(s >= 0 for s in waits.values())
+    assert any(thread.endswith(f" ({os.getpid()})") for thread in waits), waits  # the main thread's id is the pid
     assert qemu_thread_waits({"gone": 2 ** 22 + 7}) == {}
+
+
+def test_a_standstill_under_way_counts_before_the_monitor_wakes():
+    """A step that failed as the machine came back may ask before the monitor's thread has woken."""
+    monitor = HostStallMonitor(RunClock())
+    monitor._last_tick -= 7.0  # as if the monitor had not run for 7 s (it was never started here)
+    (stall,) = monitor.during(0.0, 1e6)
+    assert stall.late_s >= 6.8 and monitor.blame(WaitTimeout("x"), 0.0, 1e6) is not None
+
+
+def test_only_a_wait_that_ran_out_or_a_lost_session_is_blamed_on_a_standstill():
+    monitor = HostStallMonitor(RunClock())
+    monitor.stalls.append(HostStall(at_s=15.0, late_s=8.0, steal_s=0.0))
+    assert monitor.blame(WaitTimeout("vm1: 'true' did not finish within 30s"), 0.0, 20.0) is not None
+    assert monitor.blame(GuestSessionLost("vm1: SSH session lost while running 'true'"), 0.0, 20.0) is not None
+    assert monitor.blame(StepFailed("check-traffic: 3 lost, max_lost 0"), 0.0, 20.0) is None  # its own check
+    assert monitor.blame(None, 0.0, 20.0) is None  # a testbed bug

@@ -94,7 +94,7 @@ def test_a_wait_that_runs_out_names_the_lock_and_the_mode(tmp_path):
     alone.release()
 
 
-def test_the_host_vm_tests_and_scenario_files_are_the_ones_alone():
+def test_the_host_vm_tests_scenario_files_and_the_cpu_starving_test_are_the_ones_alone():
     repo = Path(__file__).parent.parent
     done = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--collect-only", "-q",
                            "-m", "alone", "tests", "scenarios", "scenarios/zoo"], cwd=repo,
@@ -104,7 +104,8 @@ def test_the_host_vm_tests_and_scenario_files_are_the_ones_alone():
                      "test_host_vf_failover_through_unplug_replug_and_migration_then_a_warm_start",
                      "scenarios/host-seed-live-migration.yaml::host-seed-live-migration",
                      "scenarios/zoo/zoo-18-pair-id-typo-vfio-migrates-dead.yaml::zoo-18-pair-id-typo-vfio-migrates-dead",
-                     "scenarios/zoo/zoo-24-igbvf-bars-above-4g.yaml::zoo-24-igbvf-bars-above-4g"}, done.stdout
+                     "scenarios/zoo/zoo-24-igbvf-bars-above-4g.yaml::zoo-24-igbvf-bars-above-4g",
+                     "tests/test_faults_guest.py::test_a_step_failed_while_its_guest_waited_for_a_cpu_says_so"}, done.stdout
 
 
 def test_the_alone_tests_run_first_then_the_ones_without_a_guest():
@@ -115,10 +116,11 @@ def test_the_alone_tests_run_first_then_the_ones_without_a_guest():
                           capture_output=True, text=True, timeout=120)
     items = [line for line in done.stdout.splitlines() if "::" in line]
     alone = {"tests/test_host_vm_guest.py::test_host_vf_failover_through_unplug_replug_and_migration_then_a_warm_start",
-             "scenarios/host-seed-live-migration.yaml::host-seed-live-migration"}
+             "scenarios/host-seed-live-migration.yaml::host-seed-live-migration",
+             "tests/test_faults_guest.py::test_a_step_failed_while_its_guest_waited_for_a_cpu_says_so"}
     kinds = ["alone" if i in alone else "unit" if i.startswith("tests/test_structure.py") else "guest" for i in items]
-    # both alone tests move ahead of the unit tests, the scenario file's from the end of the list
-    assert kinds == ["alone"] * 2 + ["unit"] * kinds.count("unit") + ["guest"] * kinds.count("guest"), items
+    # the alone tests move ahead of the unit tests, the scenario file's from the end of the list
+    assert kinds == ["alone"] * 3 + ["unit"] * kinds.count("unit") + ["guest"] * kinds.count("guest"), items
     assert kinds.count("unit") > 10 and kinds.count("guest") >= 3, items
 
 
