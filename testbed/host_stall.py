@@ -57,7 +57,7 @@ def _steal_s() -> float | None:
 
 
 class HostStallMonitor:
-    """A daemon thread that records the run's late wake-ups; a context manager."""
+    """A daemon thread that records the run's late wake-ups, from start() to stop()."""
 
     def __init__(self, clock: RunClock, period_s: float = PERIOD_S, recorded_late_s: float = RECORDED_LATE_S):
         self.clock, self.period_s, self.recorded_late_s = clock, period_s, recorded_late_s
@@ -73,34 +73,26 @@ class HostStallMonitor:
         self._stop.set()
         self._thread.join(timeout=5)
 
-    def __enter__(self) -> "HostStallMonitor":
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
     def _watch(self) -> None:
-        before, steal_before = time.monotonic(), _steal_s()
         while not self._stop.wait(self.period_s):
-            now, steal = time.monotonic(), _steal_s()
-            self._last_tick, self._last_steal = now, steal
-            late = now - before - self.period_s
-            if late >= self.recorded_late_s:
-                stolen = steal - steal_before if steal is not None and steal_before is not None else 0.0
-                stall = HostStall(at_s=round(self.clock.now(), 3), late_s=round(late, 3), steal_s=round(stolen, 2))
+            if (stall := self._late_since_last_tick()) is not None:
                 self.stalls.append(stall)
                 logger.warning("the testbed stood still for %.1f s (steal %.1f s)", stall.late_s, stall.steal_s)
-            before, steal_before = now, steal
+            self._last_tick, self._last_steal = time.monotonic(), _steal_s()
+
+    def _late_since_last_tick(self) -> HostStall | None:
+        """The wake-up now, as a stall, if it comes a recorded_late_s or more after it was due."""
+        late = time.monotonic() - self._last_tick - self.period_s
+        if late < self.recorded_late_s:
+            return None
+        steal, before = _steal_s(), self._last_steal
+        stolen = steal - before if steal is not None and before is not None else 0.0
+        return HostStall(at_s=round(self.clock.now(), 3), late_s=round(late, 3), steal_s=round(stolen, 2))
 
     def during(self, start_s: float, end_s: float) -> list[HostStall]:
         """The stalls that overlap run-clock interval [start_s, end_s], with the one under way if the
         monitor has not woken since (a step that failed as the machine came back may ask first)."""
-        stalls = list(self.stalls)
-        if (late := time.monotonic() - self._last_tick - self.period_s) >= self.recorded_late_s:
-            steal, steal_before = _steal_s(), self._last_steal
-            stolen = steal - steal_before if steal is not None and steal_before is not None else 0.0
-            stalls.append(HostStall(at_s=round(self.clock.now(), 3), late_s=round(late, 3), steal_s=round(stolen, 2)))
+        stalls = [*self.stalls, *filter(None, [self._late_since_last_tick()])]
         return [s for s in stalls if s.at_s >= start_s and s.started_s <= end_s]
 
     def blame(self, failure: BaseException | None, start_s: float, end_s: float) -> str | None:
@@ -122,4 +114,3 @@ def describe_standstill(stalls: list[HostStall]) -> str | None:
     return (f"the testbed itself stood still for {worst.late_s:.1f}s during this step, at {worst.started_s:.1f}s "
             f"(a thread of its own that wakes every {PERIOD_S}s woke that late; steal time meanwhile: "
             f"{worst.steal_s:.1f}s): the machine stalled, and the step's timeouts and its guests' clocks ran on")
-

@@ -108,25 +108,23 @@ class LiveRun:
         the cause), a guest kernel's stall, the testbed standing still, a guest starved of CPU."""
         ctx, index = self.ctx, record.index
         assert record.error is not None
-        dead = ctx.death_behind_failure()
-        if dead is not None:
+        record.cpu_wait = cpu_wait_during(waits_before, qemu_thread_waits(ctx.watch.local_pids()))
+        if (dead := ctx.death_behind_failure()) is not None:
             record.check_failed = False
-        if dead is not None and not record.error.startswith(dead.describe()):
-            # The step saw a broken connection or a timeout; the cause is the VM's death.
-            record.error = f"{dead.describe()} during step {index} ({step.action}); the step saw: {record.error}"
-        elif dead is not None:
-            record.error = f"{record.error} during step {index} ({step.action})"
-        if dead is None and (trouble := ctx.watch.kernel_trouble()) is not None:
+            if not record.error.startswith(dead.describe()):
+                # The step saw a broken connection or a timeout; the cause is the VM's death.
+                record.error = f"{dead.describe()} during step {index} ({step.action}); the step saw: {record.error}"
+            else:
+                record.error = f"{record.error} during step {index} ({step.action})"
+            return
+        if (trouble := ctx.watch.kernel_trouble()) is not None:
             record.check_failed = False  # the machine, not the check, failed
             record.error = f"{record.error}; {trouble}"
-        if dead is None and (standstill := self.stalls.blame(failure, record.started_s, record.ended_s or 0.0)):
+        if (standstill := self.stalls.blame(failure, record.started_s, record.ended_s or 0.0)) is not None:
             record.check_failed = False
             record.error = f"{record.error}; {standstill}"
-        record.cpu_wait = cpu_wait_during(waits_before, qemu_thread_waits(ctx.watch.local_pids()))
-        busy = describe_cpu_wait(record.cpu_wait, (record.ended_s or 0.0) - record.started_s)
-        if dead is None and busy:
+        if (busy := describe_cpu_wait(record.cpu_wait, (record.ended_s or 0.0) - record.started_s)) is not None:
             record.error = f"{record.error}; {busy}"
-
 
 @contextlib.contextmanager
 def live_run(scenario: Scenario, options: RunOptions) -> Iterator[LiveRun]:
